@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+DATABASE ?= sqlite:///var/connectlink.db
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve the emulator on SQLite; on an empty database, create and print a demo retailer.
+run: install
+	mkdir -p var
+	$(BIN)/connectlink serve --host $(HOST) --port $(PORT) --database $(DATABASE)
+
+## Every test.
+test: install
+	$(BIN)/pytest
+
+## Static checks: ruff and mypy --strict.
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

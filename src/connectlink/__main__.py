@@ -1,0 +1,5 @@
+import sys
+
+from connectlink.cli import main
+
+sys.exit(main())

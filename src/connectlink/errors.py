@@ -1,0 +1,329 @@
+"""The wire vocabulary: every error ConnectLink can answer with.
+
+Class attributes *are* the contract (connect-api.md section 9, decisions.md). Three families:
+
+- ``ConnectError``: the Connect envelope ``{"error": {"message", "code"}, "meta": {...}}``.
+- ``OAuthError``: the token endpoints' ``{"error": slug, "error_description": text}``
+  (RFC 6749 section 5.2, connect-api.md sections 1 and 1b).
+- ``BearerError``: resource-endpoint token failures, RFC 6750 shape plus ``WWW-Authenticate``.
+
+Nothing here knows HTTP frameworks; ``server/render.py`` turns these into responses, and the
+SDK uses ``CONNECT_ERRORS`` and ``OAUTH_ERRORS`` to raise the same classes from a response.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ConnectLinkError(Exception):
+    """Base of every error that has a wire form."""
+
+    status: ClassVar[int] = 400
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Connect envelope
+
+
+class ConnectError(ConnectLinkError):
+    """A single Connect error; ``key`` is ``meta.key`` (None: ``meta`` is ``{}``)."""
+
+    message: ClassVar[str] = ""
+    code: ClassVar[int | None] = 1001
+    key: str | None = None
+
+    def __init__(self, key: str | None = None) -> None:
+        if key is not None:
+            self.key = key
+        super().__init__(self.message)
+
+    def error(self) -> dict[str, Any]:
+        return {"message": self.message, "code": self.code}
+
+    def meta(self) -> dict[str, str]:
+        return {"key": self.key} if self.key is not None else {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error(), "meta": self.meta()}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and isinstance(other, ConnectError) and (
+            other.key == self.key
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.key))
+
+
+class UserNotFound(ConnectError):
+    message = "User Not Found"
+    key = "user_id"
+
+
+class UserNotActive(ConnectError):
+    status = 403
+    message = "User Not Active"
+    code = None
+
+
+class UserNotLinked(ConnectError):
+    message = "User Not Linked"
+    key = "user_id"
+
+
+class LinkingTokenInvalid(ConnectError):
+    message = "Linking token is invalid"
+    key = "linking_token"
+
+
+class AlreadyLinked(ConnectError):
+    """An Instacart account may back one Connect user per isolation context (the retailer)."""
+
+    message = "Validation failed: Common identities can only have one user per isolation context"
+    key = "linking_token"
+
+
+class Blank(ConnectError):
+    """A required field is missing or empty; ``key`` names it."""
+
+    message = "can't be blank"
+
+
+class Invalid(ConnectError):
+    """A field has a value the server cannot accept; ``key`` names it."""
+
+    message = "is invalid"
+
+
+class EmailTaken(ConnectError):
+    message = "An account already exists with this email"
+    key = "email"
+
+
+class InvalidSandboxUserId(ConnectError):
+    message = "Invalid user_id"
+    key = "user_id"
+
+
+class MalformedJSON(ConnectError):
+    message = "Malformed JSON body"
+    code = 4001
+
+
+class NotFound(ConnectError):
+    status = 404
+    message = "Not Found"
+    code = 4000
+
+
+class MethodNotAllowed(ConnectError):
+    status = 405
+    message = "Method Not Allowed"
+    code = 4001
+
+    def __init__(self, allow: str = "") -> None:
+        super().__init__()
+        self.allow = allow
+
+
+class RequestTooLarge(ConnectError):
+    status = 413
+    message = "Request Entity Too Large"
+    code = 4001
+
+
+class RateLimited(ConnectError):
+    status = 429
+    message = "Too many requests"
+    code = 2003
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ConnectError):
+    status = 503
+    message = "Service temporarily unavailable. Please try again later."
+    code = 2003
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+
+class InternalError(ConnectError):
+    status = 500
+    message = (
+        "Sorry, an unexpected error occurred. Our team has been notified. Please try again later."
+    )
+    code = 5000
+
+
+class MultipleErrors(ConnectError):
+    """The 9999 wrapper: several errors in one response, in field order."""
+
+    message = "There were issues with your request"
+    code = 9999
+
+    def __init__(self, errors: list[ConnectError]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def error(self) -> dict[str, Any]:
+        return {**super().error(), "errors": [e.body() for e in self.errors]}
+
+
+def combine(errors: list[ConnectError]) -> ConnectError | None:
+    """One error as itself, several as the 9999 wrapper, none as None."""
+    if not errors:
+        return None
+    return errors[0] if len(errors) == 1 else MultipleErrors(errors)
+
+
+# --------------------------------------------------------------------------------------------
+# OAuth 2.0 token endpoints
+
+
+class OAuthError(ConnectLinkError):
+    """An RFC 6749 section 5.2 error as the token endpoints send it."""
+
+    error: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self) -> None:
+        super().__init__(self.description)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class InvalidRequest(OAuthError):
+    error = "invalid_request"
+    description = (
+        "The request is missing a required parameter, includes an unsupported parameter value, "
+        "or is otherwise malformed."
+    )
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+    description = "The authorization grant type is not supported by the authorization server."
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+    description = "The requested scope is invalid, unknown, or malformed."
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+    description = "Assertion is not provided or invalid assertion provided for the grant_type."
+
+
+class UnauthorizedGrant(OAuthError):
+    """The client is known but not allowed this grant type (RFC 6749 section 5.2)."""
+
+    error = "unauthorized_client"
+    description = "The client is not authorized to perform this request using this method."
+
+
+class InvalidClient(OAuthError):
+    status = 401
+    error = "invalid_client"
+    description = (
+        "Client authentication failed due to unknown client, no client authentication included, "
+        "or unsupported authentication method."
+    )
+
+    def __init__(self, basic_challenge: bool = False) -> None:
+        super().__init__()
+        # RFC 6749 section 5.2: answer a failed HTTP Basic attempt with a Basic challenge.
+        self.basic_challenge = basic_challenge
+
+
+class QueryParamsForbidden(OAuthError):
+    status = 403
+    error = "query_params_forbidden"
+    description = (
+        "Providing OAuth credentials as query parameters may cause them to be compromised. "
+        "Please reach out to Instacart's security team and have the credentials rotated."
+    )
+
+
+class UnauthorizedRevoke(OAuthError):
+    status = 403
+    error = "unauthorized_client"
+    description = "You are not authorized to revoke this token"
+
+
+# --------------------------------------------------------------------------------------------
+# RFC 6750 bearer token failures on resource endpoints
+
+REALM = "connect"
+
+
+class BearerError(ConnectLinkError):
+    error: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, token_sent: bool = True) -> None:
+        super().__init__(self.description)
+        self.token_sent = token_sent
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.description}
+
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value; no error attributes when no token was sent (3.1)."""
+        if not self.token_sent:
+            return f'Bearer realm="{REALM}"'
+        return (
+            f'Bearer realm="{REALM}", error="{self.error}", '
+            f'error_description="{self.description}"'
+        )
+
+
+class InvalidToken(BearerError):
+    status = 401
+    error = "invalid_token"
+    description = "The access token is invalid"
+
+
+class ExpiredToken(InvalidToken):
+    description = "The access token expired"
+
+
+class RevokedToken(InvalidToken):
+    description = "The access token was revoked"
+
+
+class InsufficientScope(BearerError):
+    status = 403
+    error = "insufficient_scope"
+    description = "The request requires higher privileges than provided by the access token."
+
+
+# --------------------------------------------------------------------------------------------
+# Wire code -> class tables (the SDK raises the same classes from a response body).
+
+CONNECT_ERRORS: dict[tuple[int | None, str], type[ConnectError]] = {
+    (cls.code, cls.message): cls
+    for cls in (
+        UserNotFound, UserNotActive, UserNotLinked, LinkingTokenInvalid, AlreadyLinked, Blank,
+        Invalid, EmailTaken, InvalidSandboxUserId, MalformedJSON, NotFound, MethodNotAllowed,
+        RequestTooLarge, RateLimited, ServiceUnavailable, InternalError, MultipleErrors,
+    )
+}
+
+OAUTH_ERRORS: dict[tuple[int, str], type[OAuthError | BearerError]] = {
+    (cls.status, cls.error): cls
+    for cls in (
+        InvalidRequest, UnsupportedGrantType, InvalidScope, InvalidGrant, UnauthorizedGrant,
+        InvalidClient, QueryParamsForbidden, UnauthorizedRevoke, InvalidToken, InsufficientScope,
+    )
+}

@@ -1,0 +1,93 @@
+"""Connect users (connect-api.md section 7, decisions.md "Connect users" and "User Not Active")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connectlink.clock import Clock
+from connectlink.errors import UserNotActive, UserNotFound, combine
+from connectlink.linking import fields
+from connectlink.models import ConnectUser, UserFields
+from connectlink.storage.base import Store
+
+# connect-api.md section 0: the Accept-Language values Connect knows.
+SUPPORTED_LOCALES = frozenset({"en-US", "en-CA", "fr-CA"})
+
+
+def capitalise(name: str) -> str:
+    """``"john"`` -> ``"John"``, ``"mcDonald"`` -> ``"McDonald"``: only the first letter changes."""
+    return name[:1].upper() + name[1:]
+
+
+def _addressable(user_id: str) -> bool:
+    # A user_id travels as one path segment in every later call.
+    return "/" not in user_id and user_id.isprintable()
+
+
+async def create_or_update(
+    store: Store,
+    clock: Clock,
+    retailer_id: int,
+    body: Mapping[str, Any],
+    accept_language: str | None = None,
+) -> ConnectUser:
+    """``POST /v2/fulfillment/users``: create, or update the fields sent if the id exists."""
+    reader = fields.FieldReader(body)
+    user_id = reader.required("user_id", _addressable)
+    first_name = reader.required("first_name", fields.name)
+    last_name = reader.optional("last_name", fields.name)
+    phone_number = reader.optional("phone_number", fields.e164)
+    locale = reader.optional("locale", fields.language_tag)
+    error = combine(reader.errors)
+    if error is not None:
+        raise error
+    if locale is None and accept_language in SUPPORTED_LOCALES:
+        locale = accept_language  # the body's locale wins over the header (section 0)
+    return await store.upsert_connect_user(
+        retailer_id,
+        UserFields(
+            user_id=user_id,
+            first_name=capitalise(first_name),
+            last_name=capitalise(last_name) if last_name is not None else None,
+            phone_number=phone_number,
+            locale=locale,
+        ),
+        clock.now(),
+    )
+
+
+async def find(store: Store, clock: Clock, retailer_id: int, user_id: str) -> ConnectUser:
+    """The retailer's user ``user_id``; another retailer's user of that id does not exist here."""
+    user = await store.get_connect_user(retailer_id, user_id, clock.now())
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def find_active(store: Store, clock: Clock, retailer_id: int, user_id: str) -> ConnectUser:
+    user = await find(store, clock, retailer_id, user_id)
+    if not user.active:
+        raise UserNotActive()
+    return user
+
+
+def render(user: ConnectUser) -> dict[str, str]:
+    """The user object; an optional field with no value is left out, never null."""
+    rendered = {"user_id": user.user_id, "first_name": user.first_name}
+    for key in ("last_name", "phone_number", "locale"):
+        value = getattr(user, key)
+        if value is not None:
+            rendered[key] = value
+    return rendered
+
+
+async def request_privacy(
+    store: Store, clock: Clock, retention: int, retailer_id: int, user_id: str
+) -> None:
+    """``POST .../privacy_request``: the user stops being active, loses its link now, and is
+    purged after ``retention`` seconds. Filing it again changes nothing."""
+    user = await find(store, clock, retailer_id, user_id)
+    if user.active:
+        now = clock.now()
+        await store.deactivate_connect_user(user, now, now + retention, "privacy_request")

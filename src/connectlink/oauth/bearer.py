@@ -1,0 +1,40 @@
+"""Bearer tokens on resource endpoints (RFC 6750; decisions.md "Which bearer token")."""
+
+from __future__ import annotations
+
+from connectlink import security
+from connectlink.errors import ExpiredToken, InsufficientScope, InvalidToken, RevokedToken
+from connectlink.models import AccessToken
+from connectlink.storage.base import Store
+
+
+def token_in(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header (section 2.1), if there is one."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip()
+
+
+async def authenticate(
+    store: Store, now: float, authorization: str | None, scope: str | None
+) -> AccessToken:
+    """The client-credentials token behind the header, holding ``scope`` when one is given.
+
+    Linking tokens are never bearers: they only travel in a link request's body.
+    """
+    value = token_in(authorization)
+    if value is None:
+        raise InvalidToken(token_sent=False)
+    token = await store.get_token(security.digest(value)) if value else None
+    if token is None:
+        raise InvalidToken()
+    if token.revoked_at is not None:
+        raise RevokedToken()
+    if token.expires_at <= now:
+        raise ExpiredToken()
+    if token.is_linking_token or (scope is not None and scope not in token.scopes):
+        raise InsufficientScope()
+    return token

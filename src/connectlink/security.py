@@ -1,0 +1,42 @@
+"""Secrets: how they are made, stored and compared.
+
+High-entropy values (tokens, codes, client secrets) are stored as their SHA-256 digest, which is
+enough for 256-bit random strings; human passwords get argon2id. Comparisons are constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+
+_passwords = PasswordHasher()
+
+
+def new_secret() -> str:
+    """A 43-character URL-safe string from 32 random bytes, the shape of Instacart's tokens."""
+    return secrets.token_urlsafe(32)
+
+
+def digest(value: str) -> bytes:
+    """The stored form of a high-entropy secret."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+def matches(value: str, stored_digest: bytes) -> bool:
+    """Constant-time check of a presented secret against its stored digest."""
+    return hmac.compare_digest(digest(value), stored_digest)
+
+
+def hash_password(password: str) -> str:
+    return _passwords.hash(password)
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    try:
+        return _passwords.verify(password_hash, password)
+    except VerificationError:
+        return False

@@ -1,0 +1,1 @@
+"""The web layer: the only part of ConnectLink that knows Starlette."""

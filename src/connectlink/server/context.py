@@ -1,0 +1,76 @@
+"""What every handler needs: the store, the clock and the settings, held by the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+from starlette.requests import Request
+
+from connectlink.clock import Clock
+from connectlink.errors import MalformedJSON, RequestTooLarge
+from connectlink.models import AccessToken
+from connectlink.oauth import bearer
+from connectlink.oauth.grants import TokenLifetimes
+from connectlink.settings import Settings
+from connectlink.storage.base import Store
+
+
+@dataclass(slots=True)
+class Context:
+    settings: Settings
+    clock: Clock
+    store: Store | None = None  # opened by the lifespan unless injected
+
+    @property
+    def lifetimes(self) -> TokenLifetimes:
+        return TokenLifetimes(self.settings.access_token_ttl, self.settings.linking_token_ttl)
+
+    @property
+    def db(self) -> Store:
+        assert self.store is not None, "the store opens in the app's lifespan"
+        return self.store
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.context
+    return ctx
+
+
+async def authorize(request: Request, scope: str | None) -> AccessToken:
+    """The request's bearer token, which must carry ``scope`` (decisions.md)."""
+    ctx = context(request)
+    return await bearer.authenticate(
+        ctx.db, ctx.clock.now(), request.headers.get("authorization"), scope
+    )
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refused with 413 past the configured limit without reading it all."""
+    limit = context(request).settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_decode = msgspec.json.Decoder().decode
+
+
+async def json_object(request: Request) -> dict[str, object]:
+    """A Connect body: malformed JSON is 4001; valid JSON that is not an object counts as {}."""
+    body = await read_body(request)
+    if not body.strip():
+        return {}
+    try:
+        decoded = _decode(body)
+    except msgspec.DecodeError:
+        raise MalformedJSON() from None
+    return decoded if isinstance(decoded, dict) else {}

@@ -1,0 +1,1 @@
+"""Thin handlers, one module per API family: parse, call one domain function, render."""

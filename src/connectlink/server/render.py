@@ -1,0 +1,93 @@
+"""The one place errors become responses. Every envelope on the wire is rendered here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connectlink.errors import (
+    REALM,
+    BearerError,
+    ConnectError,
+    ConnectLinkError,
+    InternalError,
+    InvalidClient,
+    MethodNotAllowed,
+    NotFound,
+    OAuthError,
+    RateLimited,
+    RequestTooLarge,
+    ServiceUnavailable,
+)
+
+log = logging.getLogger("connectlink.errors")
+
+# RFC 6749 section 5.1: token responses, and their errors, must not be cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(_encode(body), status, headers, "application/json")
+
+
+def error_response(error: ConnectLinkError) -> Response:
+    """The wire form of any ConnectLink error, with the headers its family requires."""
+    headers: dict[str, str] = {}
+    if isinstance(error, BearerError):
+        headers["WWW-Authenticate"] = error.challenge()
+    elif isinstance(error, OAuthError):
+        headers.update(NO_STORE)
+        if isinstance(error, InvalidClient) and error.basic_challenge:
+            headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    elif isinstance(error, MethodNotAllowed) and error.allow:
+        headers["Allow"] = error.allow
+    elif isinstance(error, RateLimited | ServiceUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return json_response(error.body(), error.status, headers)
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConnectLinkError)
+    return error_response(exc)
+
+
+_BY_STATUS: dict[int, type[ConnectError]] = {404: NotFound, 413: RequestTooLarge}
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (routing) in the Connect envelope."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "").split(", ")
+        return error_response(MethodNotAllowed(", ".join(sorted(filter(None, allowed)))))
+    error_class = _BY_STATUS.get(exc.status_code)
+    if error_class is not None:
+        return error_response(error_class())
+    log.warning("unmapped HTTP status %s on %s", exc.status_code, request.url.path)
+    return error_response(InternalError())
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything else is our fault: the documented 5000 envelope, and a log line for us.
+
+    The traceback is logged by name and path only; request bodies and headers may hold secrets.
+    """
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(InternalError())
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ConnectLinkError: on_error,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}

@@ -1,0 +1,64 @@
+"""Settings: one frozen object, built from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///var/connectlink.db"
+DAY = 86_400
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How one ConnectLink server behaves. ``profile`` picks the defaults of the rest."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    profile: str = "emulator"  # "emulator" or "production"
+    sandbox: bool = True
+    access_log: bool = True
+    max_body_bytes: int = 1024 * 1024
+    access_token_ttl: int = DAY  # connect-api.md section 1: 24 hours
+    linking_token_ttl: int = DAY
+    code_ttl: int = 600  # decisions.md: 10 minutes
+    privacy_retention: int = 30 * DAY
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any) -> Settings:
+        if profile not in {"emulator", "production"}:
+            raise ValueError(f"unknown profile {profile!r} (emulator or production)")
+        base = cls(profile=profile, sandbox=profile == "emulator")
+        return replace(base, **overrides)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``CONNECTLINK_*`` variables; explicit ``overrides`` (CLI flags) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if "CONNECTLINK_DATABASE_URL" in env:
+            values["database_url"] = env["CONNECTLINK_DATABASE_URL"]
+        if "CONNECTLINK_SANDBOX" in env:
+            values["sandbox"] = _flag(env["CONNECTLINK_SANDBOX"])
+        if "CONNECTLINK_ACCESS_LOG" in env:
+            values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
+        if "CONNECTLINK_PRIVACY_RETENTION" in env:
+            values["privacy_retention"] = int(env["CONNECTLINK_PRIVACY_RETENTION"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        profile = values.pop("profile", None) or env.get("CONNECTLINK_PROFILE", "emulator")
+        return cls.for_profile(profile, **values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that rebuild these settings in a worker process."""
+        return {
+            "CONNECTLINK_DATABASE_URL": self.database_url,
+            "CONNECTLINK_PROFILE": self.profile,
+            "CONNECTLINK_SANDBOX": "1" if self.sandbox else "0",
+            "CONNECTLINK_ACCESS_LOG": "1" if self.access_log else "0",
+            "CONNECTLINK_PRIVACY_RETENTION": str(self.privacy_retention),
+        }

@@ -1,0 +1,108 @@
+"""The storage interface. Its verbs are domain operations; each engine implements all of them
+and both pass the same test suite. Rules that must hold under races (single use, one Connect
+user per Instacart account and retailer) are enforced inside these calls by the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from connectlink.models import (
+    AccessToken,
+    AuthorizationCode,
+    ConnectUser,
+    InstacartAccount,
+    LinkOutcome,
+    OAuthClient,
+    Retailer,
+    RevokeOutcome,
+    UserFields,
+)
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    # retailers and their OAuth clients ----
+    async def create_retailer(
+        self, name: str, client: OAuthClient, now: float
+    ) -> tuple[Retailer, OAuthClient]:
+        """Create a retailer with its first client (``client.pk``/``retailer_id`` are ignored)."""
+        ...
+
+    async def count_retailers(self) -> int: ...
+
+    async def get_client(self, client_id: str) -> OAuthClient | None: ...
+
+    async def get_client_by_pk(self, pk: int) -> OAuthClient | None: ...
+
+    # tokens ----
+    async def save_token(self, token: AccessToken) -> None: ...
+
+    async def get_token(self, digest: bytes) -> AccessToken | None: ...
+
+    async def revoke_token(self, digest: bytes, client_pk: int, now: float) -> RevokeOutcome:
+        """RFC 7009: revoke if ``client_pk`` issued it; say what happened."""
+        ...
+
+    # authorization codes ----
+    async def save_code(self, code: AuthorizationCode) -> None: ...
+
+    async def redeem_code(
+        self,
+        digest: bytes,
+        client_pk: int,
+        now: float,
+        check: Callable[[AuthorizationCode], AccessToken],
+    ) -> AccessToken | None:
+        """Consume a code and issue its linking token in one transaction.
+
+        The code is marked used whether or not ``check`` accepts it (no second try on a code);
+        ``check`` raises to refuse, or returns the linking token to store and hand out. None if
+        ``client_pk`` holds no such unused code; on a replay the linking token the code produced
+        is revoked too, if still unused (RFC 6749 section 4.1.2).
+        """
+        ...
+
+    # Connect users ----
+    async def upsert_connect_user(
+        self, retailer_id: int, fields: UserFields, now: float
+    ) -> ConnectUser: ...
+
+    async def get_connect_user(
+        self, retailer_id: int, user_id: str, now: float
+    ) -> ConnectUser | None:
+        """The user, unless unknown or purged (past its privacy retention)."""
+        ...
+
+    async def deactivate_connect_user(
+        self, user: ConnectUser, now: float, purge_after: float, reason: str
+    ) -> None:
+        """Mark the user not active, drop its link at once, and record why."""
+        ...
+
+    # links ----
+    async def link(
+        self, user: ConnectUser, token_digest: bytes, now: float, banner: str | None
+    ) -> LinkOutcome:
+        """Consume the linking token and link its Instacart account to ``user``, atomically."""
+        ...
+
+    async def unlink(self, user: ConnectUser, now: float, reason: str) -> bool: ...
+
+    async def linked_account(self, user: ConnectUser) -> InstacartAccount | None: ...
+
+    # Instacart accounts (sandbox) -----------------------------------------------------------------
+    async def create_instacart_account(
+        self, email: str, phone: str, password_hash: str, membership_expires_at: float | None,
+        now: float,
+    ) -> InstacartAccount | None:
+        """None if the email is taken (emails are unique across the server)."""
+        ...
+
+    async def get_instacart_account(self, account_id: int) -> InstacartAccount | None: ...
+
+    # operator views ----
+    async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:
+        """(when, action, Connect user_id, Instacart account id), oldest first."""
+        ...

@@ -1,0 +1,190 @@
+"""Test drivers: a ConnectLink server on a real port, and a retailer that talks to it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+
+from connectlink.clock import ManualClock
+from connectlink.linking import retailers
+from connectlink.oauth import pkce
+from connectlink.server.app import create_app
+from connectlink.settings import Settings
+from connectlink.storage import Store, open_store
+
+REDIRECT_URI = "https://shop.example/account/instacart/callback"
+OTHER_REDIRECT_URI = "https://shop.example/checkout/instacart"
+
+
+class ThreadServer:
+    """The real app on uvicorn (httptools) in a thread, on an ephemeral 127.0.0.1 port."""
+
+    def __init__(self, settings: Settings, clock: ManualClock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings, clock=clock), loop="asyncio", http="httptools",
+            log_level="warning", access_log=False, lifespan="on",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            self._thread.join(0.005)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+
+@dataclass
+class Retailer:
+    """One retailer's OAuth client, driving the API the way an integration would."""
+
+    http: httpx.Client
+    credentials: dict[str, Any]
+    redirect_uris: list[str]
+    _token: str | None = field(default=None, repr=False)
+
+    @property
+    def client_id(self) -> str:
+        return str(self.credentials["client_id"])
+
+    @property
+    def client_secret(self) -> str:
+        return str(self.credentials["client_secret"])
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.redirect_uris[0]
+
+    def token_request(self, **params: Any) -> httpx.Response:
+        body = {"client_id": self.client_id, "client_secret": self.client_secret, **params}
+        return self.http.post("/v2/oauth/token", json=body)
+
+    def access_token(self) -> str:
+        """A fresh client-credentials token (connect:fulfillment)."""
+        response = self.token_request(grant_type="client_credentials")
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            self._token = self.access_token()
+        return self._token
+
+    def forget_token(self) -> None:
+        """Take a fresh access token next time (after moving the clock past its expiry)."""
+        self._token = None
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}"}
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.http.post(path, json=body, headers=self.headers(kwargs.pop("token", None)),
+                              **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.get(path, headers=self.headers(kwargs.pop("token", None)), **kwargs)
+
+    # the API, one helper per endpoint --------------------------------------------------------
+    def create_user(self, user_id: str, first_name: str = "john", **fields: Any) -> httpx.Response:
+        return self.post("/v2/fulfillment/users",
+                         {"user_id": user_id, "first_name": first_name, **fields})
+
+    def instacart_user(self, email: str, plus: bool = True) -> int:
+        response = self.post(
+            "/v2/fulfillment_sandbox/instacart_users",
+            {"email": email, "phone": "+18005550100", "password": "correct horse battery",
+             "instacartplus_member": plus},
+        )
+        assert response.status_code == 200, response.text
+        return int(response.json()["id"])
+
+    def authorize(self, account_id: int | str, **body: Any) -> httpx.Response:
+        body = {"redirect_uri": self.redirect_uri, "scope": "openid account_linking", **body}
+        return self.post(f"/v2/fulfillment_sandbox/instacart_users/{account_id}/authorize", body)
+
+    def code(self, account_id: int, **body: Any) -> str:
+        response = self.authorize(account_id, **body)
+        assert response.status_code == 200, response.text
+        return str(response.json()["code"])
+
+    def exchange(self, code: str, **params: Any) -> httpx.Response:
+        params = {"redirect_uri": self.redirect_uri, **params}
+        return self.token_request(grant_type="authorization_code", code=code, **params)
+
+    def linking_token(self, account_id: int, verifier: str | None = None) -> str:
+        challenge = (
+            {"code_challenge": pkce.s256(verifier), "code_challenge_method": "S256"}
+            if verifier else {}
+        )
+        code = self.code(account_id, **challenge)
+        extra = {"code_verifier": verifier} if verifier else {}
+        response = self.exchange(code, **extra)
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def link(self, user_id: str, linking_token: Any) -> httpx.Response:
+        return self.post(f"/v2/fulfillment/users/{user_id}/link", {"linking_token": linking_token})
+
+    def membership(self, user_id: str) -> httpx.Response:
+        return self.get(f"/v2/fulfillment/users/{user_id}/link")
+
+
+@dataclass
+class Emulator:
+    """A running server, its clock, and a way to make retailers in its database."""
+
+    server: ThreadServer
+    http: httpx.Client
+    _count: int = 0
+
+    @property
+    def clock(self) -> ManualClock:
+        return self.server.clock
+
+    @property
+    def database_url(self) -> str:
+        return self.server.settings.database_url
+
+    def run(self, coroutine_of_store: Any) -> Any:
+        """Run ``fn(store)`` on a second connection to the same database (operator actions)."""
+
+        async def go() -> Any:
+            store: Store = open_store(self.database_url)
+            try:
+                return await coroutine_of_store(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
+
+    def retailer(self, *redirect_uris: str, require_pkce: bool = False) -> Retailer:
+        self._count += 1
+        uris = list(redirect_uris or (REDIRECT_URI, OTHER_REDIRECT_URI))
+        created = self.run(
+            lambda store: retailers.create(
+                store, self.clock, f"Retailer {self._count}", uris, require_pkce
+            )
+        )
+        return Retailer(self.http, created.credentials(), uris)
