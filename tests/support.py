@@ -188,3 +188,70 @@ class Emulator:
             )
         )
         return Retailer(self.http, created.credentials(), uris)
+
+
+class ServeProcess:
+    """``connectlink serve`` as a user runs it: a real process on a real port."""
+
+    def __init__(self, database_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "connectlink", "serve", "--port", str(self.port),
+             "--database", database_url, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("connectlink serve did not start listening")
+
+    def stop(self) -> str:
+        """Stop the server gracefully and return everything it printed."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        output, _ = self.process.communicate(timeout=20)
+        return output
+
+
+def cli(*args: str) -> str:
+    """Run ``connectlink ARGS`` and return its stdout (it must succeed)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "connectlink", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def new_retailer(http: httpx.Client, database_url: str, *redirect_uris: str) -> Retailer:
+    """A retailer made the way an operator makes one: through the CLI."""
+    import json
+
+    uris = list(redirect_uris or (REDIRECT_URI,))
+    args = ["retailers", "create", "--name", "Test", "--database", database_url, "--json"]
+    for uri in uris:
+        args += ["--redirect-uri", uri]
+    return Retailer(http, json.loads(cli(*args)), uris)

@@ -9,8 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_plus
 
-import msgspec
-
+from connectlink import jsonio
 from connectlink.errors import InvalidClient, InvalidRequest, QueryParamsForbidden
 
 CREDENTIAL_PARAMS = frozenset({"client_id", "client_secret"})
@@ -68,8 +67,8 @@ def _body_params(content_type: str, body: bytes) -> dict[str, str]:
 
 def _json_params(body: bytes) -> dict[str, str]:
     try:
-        decoded = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+        decoded = jsonio.decode(body)
+    except jsonio.UnreadableJSON:
         raise InvalidRequest() from None
     if not isinstance(decoded, dict):
         raise InvalidRequest()

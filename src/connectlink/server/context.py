@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import msgspec
 from starlette.requests import Request
 
+from connectlink import jsonio
 from connectlink.clock import Clock
 from connectlink.errors import MalformedJSON, RequestTooLarge
 from connectlink.models import AccessToken
@@ -61,16 +61,13 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-_decode = msgspec.json.Decoder().decode
-
-
 async def json_object(request: Request) -> dict[str, object]:
     """A Connect body: malformed JSON is 4001; valid JSON that is not an object counts as {}."""
     body = await read_body(request)
     if not body.strip():
         return {}
     try:
-        decoded = _decode(body)
-    except msgspec.DecodeError:
+        decoded = jsonio.decode(body)
+    except jsonio.UnreadableJSON:
         raise MalformedJSON() from None
     return decoded if isinstance(decoded, dict) else {}

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from connectlink import jsonio
 from connectlink.errors import (
     REALM,
     BearerError,
@@ -31,13 +31,10 @@ log = logging.getLogger("connectlink.errors")
 # RFC 6749 section 5.1: token responses, and their errors, must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
-_encode = msgspec.json.Encoder().encode
-
-
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    return Response(_encode(body), status, headers, "application/json")
+    return Response(jsonio.encode(body), status, headers, "application/json")
 
 
 def error_response(error: ConnectLinkError) -> Response:

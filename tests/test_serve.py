@@ -1,0 +1,112 @@
+"""The whole flow through a real ``connectlink serve`` process, and what it leaves on disk."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support import REDIRECT_URI, ServeProcess, new_retailer
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServeProcess]:
+    server = ServeProcess(f"sqlite:///{tmp_path / 'connectlink.db'}", "--no-demo")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_sandbox_flow_end_to_end(served: ServeProcess, tmp_path: Path) -> None:
+    with httpx.Client(base_url=served.url) as http:
+        shop = new_retailer(http, served.database_url)
+        # 1. token
+        token = http.post("/v2/oauth/token", json={
+            "client_id": shop.client_id, "client_secret": shop.client_secret,
+            "grant_type": "client_credentials", "scope": "connect:fulfillment"}).json()
+        bearer = {"Authorization": f"Bearer {token['access_token']}"}
+        # 2. a test Instacart user
+        created = http.post("/v2/fulfillment_sandbox/instacart_users", headers=bearer, json={
+            "email": "shopper@example.com", "phone": "+18005550100", "password": "secret pw",
+            "instacartplus_member": True})
+        account = created.json()["id"]
+        # 3. authorize, as the tutorial sends it
+        code = http.post(f"/v2/fulfillment_sandbox/instacart_users/{account}/authorize",
+                         headers=bearer, json={
+                             "response_type": "code", "client_id": shop.client_id,
+                             "redirect_uri": REDIRECT_URI, "scope": "openid account_linking",
+                             "state": "abc"}).json()["code"]
+        # 4. exchange
+        linking = http.post("/v2/oauth/token", json={
+            "client_id": shop.client_id, "client_secret": shop.client_secret,
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "scope": "account_linking"}).json()
+        assert linking["scope"] == "account_linking"
+        # 5. the Connect user, and the link
+        assert http.post("/v2/fulfillment/users", headers=bearer,
+                         json={"user_id": "42", "first_name": "john"}).status_code == 200
+        linked = http.post("/v2/fulfillment/users/42/link", headers=bearer,
+                           json={"linking_token": linking["access_token"]})
+        assert (linked.status_code, linked.json()) == (200, {"success": True})
+        # 6. membership
+        membership = http.get("/v2/fulfillment/users/42/link", headers=bearer).json()
+        assert membership["instacartplus_member"] is True
+        assert membership["express_member"] is True
+        assert membership["expired_at"].endswith("Z")
+        # a credential in the query string is refused, and must not reach the log
+        refused = http.post(f"/v2/oauth/token?client_secret={shop.client_secret}",
+                            json={"grant_type": "client_credentials"})
+        assert refused.status_code == 403
+
+    log = served.stop()
+    secrets = [shop.client_secret, token["access_token"], code, linking["access_token"],
+               "secret pw"]
+    assert "POST /v2/fulfillment/users/42/link" in log  # the access log is on...
+    for secret in secrets:
+        assert secret not in log  # ...and never carries a credential
+
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("connect"))
+    for secret in secrets:
+        assert secret.encode() not in stored
+    # the scan is meaningful: the digests of the same values are there
+    for secret in secrets[:4]:
+        assert hashlib.sha256(secret.encode()).digest() in stored
+
+
+def test_make_run_prints_working_demo_credentials_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    first = ServeProcess(url)
+    try:
+        with httpx.Client(base_url=first.url) as http:
+            http.get("/v2/fulfillment/users/x")  # let the server flush its output
+            output = first.stop()
+            printed = dict(
+                line.strip().split(": ", 1) for line in output.splitlines()
+                if line.startswith("  ") and ": " in line
+            )
+            assert {"retailer_id", "client_id", "client_secret", "redirect_uri"} <= set(printed)
+            again = ServeProcess(url)
+            http.base_url = httpx.URL(again.url)
+            response = http.post("/v2/oauth/token", json={
+                "client_id": printed["client_id"], "client_secret": printed["client_secret"],
+                "grant_type": "client_credentials"})
+            assert response.status_code == 200
+            assert printed["client_secret"] not in again.stop()
+    finally:
+        first.stop()
+
+
+def test_production_profile_has_no_demo_and_no_sandbox(tmp_path: Path) -> None:
+    server = ServeProcess(f"sqlite:///{tmp_path / 'prod.db'}", "--profile", "production")
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            shop = new_retailer(http, server.database_url)
+            response = http.post("/v2/fulfillment_sandbox/instacart_users",
+                                 headers=shop.headers(), json={})
+            assert response.status_code == 404
+    finally:
+        assert "client_secret" not in server.stop()
