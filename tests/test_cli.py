@@ -10,7 +10,7 @@ from pathlib import Path
 
 from connectlink import security
 from connectlink.storage.sqlite import SQLiteStore
-from support import cli
+from support import Emulator, Retailer, cli
 
 
 def test_retailers_create_json_prints_one_object(tmp_path: Path) -> None:
@@ -52,3 +52,30 @@ def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
     assert "unsupported database URL" in done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def test_operator_unlink_and_audit(emulator: Emulator, shop: Retailer) -> None:
+    account = shop.instacart_user("s@example.com")
+    shop.create_user("42")
+    shop.link("42", shop.linking_token(account))
+    retailer = str(shop.credentials["retailer_id"])
+    url = emulator.database_url
+    assert cli("links", "unlink", "--retailer-id", retailer, "--user-id", "42",
+               "--database", url).strip() == "unlinked"
+    assert shop.membership("42").json()["error"]["message"] == "User Not Linked"
+    assert cli("links", "unlink", "--retailer-id", retailer, "--user-id", "42",
+               "--database", url).startswith("not linked")
+    events = [json.loads(line) for line in cli("audit", "--retailer-id", retailer,
+                                               "--database", url).splitlines()]
+    assert [(e["action"], e["user_id"], e["instacart_user_id"]) for e in events] == [
+        ("link", "42", account), ("unlink", "42", account)]
+
+
+def test_unlink_of_an_unknown_user_fails(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "connectlink", "links", "unlink", "--retailer-id", "1",
+         "--user-id", "nobody", "--database", f"sqlite:///{tmp_path / 'x.db'}"],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 1
+    assert "no user 'nobody'" in done.stderr

@@ -3,6 +3,7 @@ status, body, and the headers that matter."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from connectlink.linking import retailers
+from connectlink.models import CLIENT_CREDENTIALS, FULFILLMENT
 from connectlink.oauth import pkce
+from connectlink.storage.sqlite import path_from_url
 from support import Emulator, Retailer
 
 INVALID_CLIENT = (
@@ -152,6 +156,28 @@ def _revoked_linking_token(w: World) -> str:
     w.http.post("/v2/oauth/token/revoke", data={
         "client_id": w.shop.client_id, "client_secret": w.shop.client_secret, "token": token})
     return token
+
+
+def _grant_the_client_lacks(w: World) -> httpx.Response:
+    created = w.emulator.run(lambda store: retailers.create(
+        store, w.emulator.clock, "backend only", ["https://a.example/cb"],
+        grants={CLIENT_CREDENTIALS: frozenset({FULFILLMENT})}))
+    return w.http.post("/v2/oauth/token", json={
+        "client_id": created.client.client_id, "client_secret": created.client_secret,
+        "grant_type": "authorization_code", "code": "x", "redirect_uri": "https://a.example/cb"})
+
+
+def _database_broken_midway(w: World) -> httpx.Response:
+    """A failure nobody planned for: the audit table vanishes behind the server's back."""
+    account = w.shop.instacart_user("s@example.com")
+    w.shop.create_user("u1")
+    token = w.shop.linking_token(account)
+    with sqlite3.connect(path_from_url(w.emulator.database_url)) as db:
+        db.execute("DROP TABLE audit_events")
+    response = w.shop.link("u1", token)
+    # nothing half-written: the token was not consumed and no link exists
+    assert w.shop.membership("u1").json()["error"]["message"] == "User Not Linked"
+    return response
 
 
 def _already_linked(w: World) -> httpx.Response:
@@ -376,6 +402,9 @@ CASES = [
     Case("token: a JSON number for a parameter",
          lambda w: w.shop.token_request(grant_type="client_credentials", scope=5), 400,
          oauth("invalid_request", INVALID_REQUEST)),
+    Case("token: a grant the client may not use", _grant_the_client_lacks, 400,
+         oauth("unauthorized_client",
+               "The client is not authorized to perform this request using this method.")),
     Case("token: a scope the client lacks",
          lambda w: w.shop.token_request(grant_type="client_credentials",
                                         scope="connect:fulfillment,connect:recommendations"),
@@ -433,6 +462,9 @@ CASES = [
          connect("Method Not Allowed", code=4001), {"allow": "GET, HEAD, POST"}),
     Case("wrong method on the token endpoint", lambda w: w.http.get("/v2/oauth/token"), 405,
          connect("Method Not Allowed", code=4001), {"allow": "POST"}),
+    Case("any unexpected failure", _database_broken_midway, 500, connect(
+        "Sorry, an unexpected error occurred. Our team has been notified. Please try again "
+        "later.", code=5000)),
     Case("body over 1 MiB",
          _raw("POST", "/v2/fulfillment/users", b'{"user_id": "' + b"x" * (1 << 20) + b'"}'),
          413, connect("Request Entity Too Large", code=4001)),
@@ -461,8 +493,7 @@ def test_every_wire_error_class_has_a_row() -> None:
     from connectlink import errors
 
     rows = str([case.body for case in CASES])
-    untriggerable = {errors.RateLimited, errors.ServiceUnavailable, errors.InternalError,
-                     errors.UnauthorizedGrant}
+    untriggerable = {errors.RateLimited, errors.ServiceUnavailable}  # no limiter; one engine
     for cls in errors.CONNECT_ERRORS.values():
         if cls not in untriggerable:
             assert repr(cls.message) in rows, cls

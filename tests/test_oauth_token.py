@@ -191,3 +191,4 @@ def test_query_params_refusal_issues_nothing(emulator: Emulator, shop: Retailer)
               "client_secret": shop.client_secret})
     assert response.status_code == 403
     assert "access_token" not in response.json()
+

@@ -8,13 +8,15 @@ import copy
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from connectlink.clock import SystemClock
-from connectlink.linking import retailers
+from connectlink.errors import UserNotFound
+from connectlink.linking import links, retailers
 from connectlink.settings import DEFAULT_DATABASE_URL, Settings
-from connectlink.storage import open_store
+from connectlink.storage import Store, open_store
 
 DEMO_NAME = "Demo Retailer"
 DEMO_REDIRECT_URI = "http://localhost:3000/account/instacart/callback"
@@ -28,13 +30,13 @@ async def _create_retailer(
     url: str, name: str, redirect_uris: list[str], require_pkce: bool = False,
     only_if_empty: bool = False,
 ) -> retailers.NewRetailer | None:
-    store = open_store(url)
-    try:
+    async def create(store: Store) -> retailers.NewRetailer | None:
         if only_if_empty and await store.count_retailers() > 0:
             return None
         return await retailers.create(store, SystemClock(), name, redirect_uris, require_pkce)
-    finally:
-        await store.close()
+
+    result: retailers.NewRetailer | None = await _with_store(url, create)
+    return result
 
 
 def cmd_retailers_create(args: argparse.Namespace) -> int:
@@ -50,6 +52,37 @@ def cmd_retailers_create(args: argparse.Namespace) -> int:
             print(f"{key}: {value}")
         print("redirect_uris:", " ".join(created.client.redirect_uris))
         print("Keep the client secret now: only its digest is stored.")
+    return 0
+
+
+async def _with_store(url: str, action: Any) -> Any:
+    store = open_store(url)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def cmd_links_unlink(args: argparse.Namespace) -> int:
+    """The operator's unlink, as Instacart customer service would do it (decisions.md)."""
+    try:
+        unlinked = asyncio.run(_with_store(_database(args), lambda store: links.unlink(
+            store, SystemClock(), args.retailer_id, args.user_id)))
+    except UserNotFound:
+        print(f"connectlink: retailer {args.retailer_id} has no user {args.user_id!r}",
+              file=sys.stderr)
+        return 1
+    print("unlinked" if unlinked else "not linked: nothing to do")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    trail = asyncio.run(_with_store(
+        _database(args), lambda store: store.audit_trail(args.retailer_id)))
+    for at, action, user_id, account_id in trail:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        print(json.dumps({"at": when, "action": action, "user_id": user_id,
+                          "instacart_user_id": account_id}))
     return 0
 
 
@@ -119,6 +152,20 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--database", help="database URL")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(run=cmd_retailers_create)
+
+    link_commands = commands.add_parser("links", help="operator actions on links").add_subparsers(
+        dest="links_command", required=True
+    )
+    unlink = link_commands.add_parser("unlink", help="unlink a Connect user (recorded)")
+    unlink.add_argument("--retailer-id", type=int, required=True)
+    unlink.add_argument("--user-id", required=True)
+    unlink.add_argument("--database", help="database URL")
+    unlink.set_defaults(run=cmd_links_unlink)
+
+    audit = commands.add_parser("audit", help="a retailer's audit trail, one JSON line an event")
+    audit.add_argument("--retailer-id", type=int, required=True)
+    audit.add_argument("--database", help="database URL")
+    audit.set_defaults(run=cmd_audit)
     return top
 
 

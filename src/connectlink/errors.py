@@ -50,14 +50,6 @@ class ConnectError(ConnectLinkError):
     def body(self) -> dict[str, Any]:
         return {"error": self.error(), "meta": self.meta()}
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and isinstance(other, ConnectError) and (
-            other.key == self.key
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.key))
-
 
 class UserNotFound(ConnectError):
     message = "User Not Found"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from connectlink import security
@@ -45,7 +46,9 @@ async def create(
     name: str,
     redirect_uris: list[str],
     require_pkce: bool = False,
+    grants: Mapping[str, frozenset[str]] = DEFAULT_GRANTS,
 ) -> NewRetailer:
+    """A retailer and its first OAuth client; ``grants`` maps grant type to allowed scopes."""
     if not name.strip():
         raise ValueError("a retailer needs a name")
     if not redirect_uris:
@@ -57,7 +60,7 @@ async def create(
         client_id=security.new_secret(),
         secret_digest=security.digest(secret),
         redirect_uris=tuple(dict.fromkeys(redirect_uris)),
-        grants=dict(DEFAULT_GRANTS),
+        grants=dict(grants),
         require_pkce=require_pkce,
     )
     retailer, client = await store.create_retailer(name.strip(), draft, clock.now())

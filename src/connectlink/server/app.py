@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectlink.clock import Clock, SystemClock
 from connectlink.server.context import Context
 from connectlink.server.endpoints import links, oauth, sandbox, users
-from connectlink.server.render import EXCEPTION_HANDLERS
+from connectlink.server.render import EXCEPTION_HANDLERS, CatchAll
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
 
@@ -106,6 +106,7 @@ def create_app(
                 ctx.store = None
 
     middleware = [Middleware(AccessLog)] if settings.access_log else []
+    middleware.append(Middleware(CatchAll))
     app = Starlette(
         routes=routes(settings),
         middleware=middleware,

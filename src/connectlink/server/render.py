@@ -9,6 +9,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectlink import jsonio
 from connectlink.errors import (
@@ -74,17 +75,38 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(InternalError())
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    """Anything else is our fault: the documented 5000 envelope, and a log line for us.
+class CatchAll:
+    """Anything unhandled is our fault: the documented 5000 envelope, and a log line for us.
 
-    The traceback is logged by name and path only; request bodies and headers may hold secrets.
+    A pure ASGI middleware inside the app rather than Starlette's ``ServerErrorMiddleware``,
+    which re-raises and so makes uvicorn drop the client's keep-alive connection. The log names
+    the request by method and path only: headers, query and body may hold credentials.
     """
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return error_response(InternalError())
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def note_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, note_start)
+        except Exception:
+            log.exception("unexpected failure on %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # too late for an envelope; let the server close the connection
+            await error_response(InternalError())(scope, receive, send)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ConnectLinkError: on_error,
     HTTPException: on_http_exception,
-    Exception: on_unexpected,
 }
