@@ -20,7 +20,7 @@ install: $(STAMP)
 ## Serve the emulator on SQLite; on an empty database, create and print a demo retailer.
 run: install
 	mkdir -p var
-	$(BIN)/connectlink serve --host $(HOST) --port $(PORT) --database $(DATABASE)
+	$(BIN)/connectlink serve --migrate --host $(HOST) --port $(PORT) --database $(DATABASE)
 
 ## Every test.
 test: install

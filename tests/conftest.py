@@ -1,5 +1,15 @@
+"""Fixtures: every server test runs on both engines, each on a database of its own.
+
+SQLite gets a fresh file per test; PostgreSQL a fresh schema per test on the server named by
+``CONNECTLINK_TEST_POSTGRES`` (default: the local one). Without a PostgreSQL server those tests
+skip, except under CI (``CI=true``), where a missing database is a failure.
+"""
+
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,16 +18,64 @@ import pytest
 
 from connectlink.clock import ManualClock
 from connectlink.settings import Settings
+from connectlink.storage import open_store
 from support import Emulator, Retailer, ThreadServer
 
 START = 1_790_000_000.0  # 2026-09-21, a fixed instant so times in bodies are predictable
+POSTGRES = os.environ.get("CONNECTLINK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+ENGINES = ["sqlite", "postgres"]
 
 
-def make_emulator(tmp_path: Path, **overrides: object) -> Iterator[Emulator]:
+async def _postgres(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database URL whose tables live in a new schema of their own."""
+    schema = f"cl_{uuid.uuid4().hex[:16]}"
+    try:
+        asyncio.run(_postgres(f"CREATE SCHEMA {schema}"))
+    except OSError as exc:
+        message = f"PostgreSQL is not reachable at {POSTGRES}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield f"{POSTGRES}?search_path={schema}"
+    finally:
+        asyncio.run(_postgres(f"DROP SCHEMA {schema} CASCADE"))
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'connectlink.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def upgraded(database_url: str) -> str:
+    async def upgrade() -> None:
+        store = await open_store(database_url, "upgrade")
+        await store.close()
+
+    asyncio.run(upgrade())
+    return database_url
+
+
+def make_emulator(database_url: str, **overrides: object) -> Iterator[Emulator]:
     settings = Settings.for_profile(
         str(overrides.pop("profile", "emulator")),
-        database_url=f"sqlite:///{tmp_path / 'connectlink.db'}",
+        database_url=upgraded(database_url),
         access_log=False,
+        pool_size=4,
         **overrides,
     )
     server = ThreadServer(settings, ManualClock(START))
@@ -30,9 +88,9 @@ def make_emulator(tmp_path: Path, **overrides: object) -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    """A fresh server on a fresh SQLite file, with a clock that only moves when told."""
-    yield from make_emulator(tmp_path)
+def emulator(database_url: str) -> Iterator[Emulator]:
+    """A fresh server on a fresh database, with a clock that only moves when told."""
+    yield from make_emulator(database_url)
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ class Emulator:
         """Run ``fn(store)`` on a second connection to the same database (operator actions)."""
 
         async def go() -> Any:
-            store: Store = open_store(self.database_url)
+            store: Store = await open_store(self.database_url)
             try:
                 return await coroutine_of_store(store)
             finally:
@@ -206,7 +206,7 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "connectlink", "serve", "--port", str(self.port),
+            [sys.executable, "-m", "connectlink", "serve", "--migrate", "--port", str(self.port),
              "--database", database_url, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **(env or {})},
@@ -257,3 +257,54 @@ def new_retailer(http: httpx.Client, database_url: str, *redirect_uris: str) -> 
     for uri in uris:
         args += ["--redirect-uri", uri]
     return Retailer(http, json.loads(cli(*args)), uris)
+
+
+def execute_sql(database_url: str, statement: str) -> None:
+    """Change the database behind the server's back (to break it on purpose)."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        from connectlink.storage.sqlite import path_from_url
+
+        with sqlite3.connect(path_from_url(database_url)) as db:
+            db.execute(statement)
+        return
+
+    async def run() -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def stored_bytes(database_url: str) -> tuple[bytes, Any]:
+    """Everything the database holds, as bytes, and how a digest appears in them."""
+    if database_url.startswith("sqlite"):
+        from pathlib import Path
+
+        from connectlink.storage.sqlite import path_from_url
+
+        path = Path(path_from_url(database_url))
+        files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        return b"".join(p.read_bytes() for p in files), lambda digest: digest
+
+    async def dump() -> bytes:
+        import asyncpg
+
+        connection = await asyncpg.connect(database_url)
+        try:
+            tables = await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+            rows = []
+            for (table,) in tables:
+                rows += await connection.fetch(f"SELECT t::text FROM {table} t")
+            return "\n".join(row[0] for row in rows).encode()
+        finally:
+            await connection.close()
+
+    return asyncio.run(dump()), lambda digest: b"\\x" + digest.hex().encode()

@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import upgraded
 from connectlink import security
-from connectlink.storage.sqlite import SQLiteStore
+from connectlink.models import OAuthClient
+from connectlink.storage import migrations, open_store
 from support import Emulator, Retailer, cli
 
 
-def test_retailers_create_json_prints_one_object(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_retailers_create_json_prints_one_object(database_url: str) -> None:
+    url = upgraded(database_url)
     out = cli("retailers", "create", "--name", "Garden", "--redirect-uri", "https://a.example/cb",
               "--redirect-uri", "https://b.example/cb", "--database", url, "--json")
     lines = out.strip().splitlines()
@@ -23,15 +25,22 @@ def test_retailers_create_json_prints_one_object(tmp_path: Path) -> None:
     assert list(created) == ["retailer_id", "client_id", "client_secret"]
     assert isinstance(created["retailer_id"], int)
 
-    store = SQLiteStore.from_url(url)
-    client = asyncio.run(store.get_client(created["client_id"]))
+    client = asyncio.run(_client(url, created["client_id"]))
     assert client is not None
     assert client.redirect_uris == ("https://a.example/cb", "https://b.example/cb")
     assert security.matches(created["client_secret"], client.secret_digest)
 
 
+async def _client(url: str, client_id: str) -> OAuthClient | None:
+    store = await open_store(url)
+    try:
+        return await store.get_client(client_id)
+    finally:
+        await store.close()
+
+
 def test_database_url_from_the_environment(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'env.db'}"
+    url = upgraded(f"sqlite:///{tmp_path / 'env.db'}")
     done = subprocess.run(
         [sys.executable, "-m", "connectlink", "retailers", "create", "--name", "x",
          "--redirect-uri", "https://a.example/cb", "--json"],
@@ -74,8 +83,35 @@ def test_operator_unlink_and_audit(emulator: Emulator, shop: Retailer) -> None:
 def test_unlink_of_an_unknown_user_fails(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "connectlink", "links", "unlink", "--retailer-id", "1",
-         "--user-id", "nobody", "--database", f"sqlite:///{tmp_path / 'x.db'}"],
+         "--user-id", "nobody", "--database", upgraded(f"sqlite:///{tmp_path / 'x.db'}")],
         capture_output=True, text=True, check=False,
     )
     assert done.returncode == 1
     assert "no user 'nobody'" in done.stderr
+
+
+def test_an_old_schema_is_refused_until_upgraded(database_url: str) -> None:
+    args = [sys.executable, "-m", "connectlink", "retailers", "create", "--name", "x",
+            "--redirect-uri", "https://a.example/cb", "--database", database_url, "--json"]
+    refused = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "connectlink: the database schema is at version 0, this ConnectLink needs version "
+        f"{migrations.latest(engine(database_url))}: run `connectlink db upgrade`, or serve "
+        "with --migrate")
+    assert cli("db", "upgrade", "--database", database_url).startswith("applied 1, 2")
+    assert cli("db", "upgrade", "--database", database_url).strip() == "already up to date"
+    assert subprocess.run(args, capture_output=True, check=False).returncode == 0
+
+
+def test_serve_refuses_an_old_schema(database_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "connectlink", "serve", "--port", "1", "--database", database_url],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert "run `connectlink db upgrade`, or serve with --migrate" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def engine(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgres"

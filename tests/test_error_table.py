@@ -3,7 +3,6 @@ status, body, and the headers that matter."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +13,7 @@ import pytest
 from connectlink.linking import retailers
 from connectlink.models import CLIENT_CREDENTIALS, FULFILLMENT
 from connectlink.oauth import pkce
-from connectlink.storage.sqlite import path_from_url
-from support import Emulator, Retailer
+from support import Emulator, Retailer, execute_sql
 
 INVALID_CLIENT = (
     "Client authentication failed due to unknown client, no client authentication included, "
@@ -172,8 +170,7 @@ def _database_broken_midway(w: World) -> httpx.Response:
     account = w.shop.instacart_user("s@example.com")
     w.shop.create_user("u1")
     token = w.shop.linking_token(account)
-    with sqlite3.connect(path_from_url(w.emulator.database_url)) as db:
-        db.execute("DROP TABLE audit_events")
+    execute_sql(w.emulator.database_url, "DROP TABLE audit_events")
     response = w.shop.link("u1", token)
     # nothing half-written: the token was not consumed and no link exists
     assert w.shop.membership("u1").json()["error"]["message"] == "User Not Linked"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,9 +16,8 @@ ALREADY_LINKED = "Validation failed: Common identities can only have one user pe
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(f"sqlite:///{tmp_path / 'connectlink.db'}", "--no-demo",
-                          "--no-access-log")
+def served(database_url: str) -> Iterator[ServeProcess]:
+    server = ServeProcess(database_url, "--no-demo", "--no-access-log", "--workers", "2")
     try:
         yield server
     finally:

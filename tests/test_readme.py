@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import upgraded
 from support import ServeProcess, cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -27,7 +28,7 @@ def walkthrough_steps() -> list[str]:
 def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     if shutil.which("jq") is None:
         pytest.fail("jq is needed by the README walk-through (.ci/run installs it)")
-    url = f"sqlite:///{tmp_path / 'readme.db'}"
+    url = upgraded(f"sqlite:///{tmp_path / 'readme.db'}")
     credentials = json.loads(cli("retailers", "create", "--name", "Demo", "--redirect-uri",
                                  DEMO_REDIRECT_URI, "--database", url, "--json"))
     server = ServeProcess(url, "--no-demo")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -51,8 +51,8 @@ def test_authorize_redirect_uri_is_the_callers_own(shop: Retailer, emulator: Emu
 
 
 @pytest.fixture
-def production(tmp_path: Path) -> Emulator:
-    yield from make_emulator(tmp_path, profile="production")
+def production(database_url: str) -> Iterator[Emulator]:
+    yield from make_emulator(database_url, profile="production")
 
 
 def test_sandbox_does_not_exist_in_production(production: Emulator) -> None:

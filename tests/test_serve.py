@@ -9,19 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import REDIRECT_URI, ServeProcess, new_retailer
+from support import REDIRECT_URI, ServeProcess, new_retailer, stored_bytes
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(f"sqlite:///{tmp_path / 'connectlink.db'}", "--no-demo")
+def served(database_url: str) -> Iterator[ServeProcess]:
+    server = ServeProcess(database_url, "--no-demo")
     try:
         yield server
     finally:
         server.stop()
 
 
-def test_sandbox_flow_end_to_end(served: ServeProcess, tmp_path: Path) -> None:
+def test_sandbox_flow_end_to_end(served: ServeProcess) -> None:
     with httpx.Client(base_url=served.url) as http:
         shop = new_retailer(http, served.database_url)
         # 1. token
@@ -69,12 +69,12 @@ def test_sandbox_flow_end_to_end(served: ServeProcess, tmp_path: Path) -> None:
     for secret in secrets:
         assert secret not in log  # ...and never carries a credential
 
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("connect"))
+    stored, as_stored = stored_bytes(served.database_url)
     for secret in secrets:
         assert secret.encode() not in stored
     # the scan is meaningful: the digests of the same values are there
     for secret in secrets[:4]:
-        assert hashlib.sha256(secret.encode()).digest() in stored
+        assert as_stored(hashlib.sha256(secret.encode()).digest()) in stored
 
 
 def test_make_run_prints_working_demo_credentials_once(tmp_path: Path) -> None:
@@ -100,8 +100,8 @@ def test_make_run_prints_working_demo_credentials_once(tmp_path: Path) -> None:
         first.stop()
 
 
-def test_production_profile_has_no_demo_and_no_sandbox(tmp_path: Path) -> None:
-    server = ServeProcess(f"sqlite:///{tmp_path / 'prod.db'}", "--profile", "production")
+def test_production_profile_has_no_demo_and_no_sandbox(database_url: str) -> None:
+    server = ServeProcess(database_url, "--profile", "production")
     try:
         with httpx.Client(base_url=server.url) as http:
             shop = new_retailer(http, server.database_url)

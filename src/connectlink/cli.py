@@ -16,7 +16,7 @@ from connectlink.clock import SystemClock
 from connectlink.errors import UserNotFound
 from connectlink.linking import links, retailers
 from connectlink.settings import DEFAULT_DATABASE_URL, Settings
-from connectlink.storage import Store, open_store
+from connectlink.storage import Schema, Store, migrations, open_store
 
 DEMO_NAME = "Demo Retailer"
 DEMO_REDIRECT_URI = "http://localhost:3000/account/instacart/callback"
@@ -28,15 +28,24 @@ def _database(args: argparse.Namespace) -> str:
 
 async def _create_retailer(
     url: str, name: str, redirect_uris: list[str], require_pkce: bool = False,
-    only_if_empty: bool = False,
+    only_if_empty: bool = False, schema: Schema = "check",
 ) -> retailers.NewRetailer | None:
     async def create(store: Store) -> retailers.NewRetailer | None:
         if only_if_empty and await store.count_retailers() > 0:
             return None
         return await retailers.create(store, SystemClock(), name, redirect_uris, require_pkce)
 
-    result: retailers.NewRetailer | None = await _with_store(url, create)
+    result: retailers.NewRetailer | None = await _with_store(url, create, schema)
     return result
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    async def upgrade(store: Store) -> list[int]:
+        return await migrations.upgrade(store)
+
+    applied = asyncio.run(_with_store(_database(args), upgrade, "as-is"))
+    print(f"applied {', '.join(map(str, applied))}" if applied else "already up to date")
+    return 0
 
 
 def cmd_retailers_create(args: argparse.Namespace) -> int:
@@ -55,8 +64,8 @@ def cmd_retailers_create(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_store(url: str, action: Any) -> Any:
-    store = open_store(url)
+async def _with_store(url: str, action: Any, schema: Schema = "check") -> Any:
+    store = await open_store(url, schema)
     try:
         return await action(store)
     finally:
@@ -94,6 +103,10 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
+async def _nothing(store: Store) -> None:
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -101,16 +114,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database_url=args.database, profile=args.profile,
         access_log=False if args.no_access_log else None,
     )
+    # Check (or upgrade) the schema here, once, before any worker starts.
+    schema: Schema = "upgrade" if args.migrate else "check"
     if settings.profile == "emulator" and not args.no_demo:
         demo = asyncio.run(
             _create_retailer(settings.database_url, DEMO_NAME, [DEMO_REDIRECT_URI],
-                             only_if_empty=True)
+                             only_if_empty=True, schema=schema)
         )
         if demo is not None:
             print("Created the demo retailer (shown once; only digests are stored):")
             for key, value in demo.credentials().items():
                 print(f"  {key}: {value}")
             print(f"  redirect_uri: {DEMO_REDIRECT_URI}", flush=True)
+    else:
+        asyncio.run(_with_store(settings.database_url, _nothing, schema))
     os.environ.update(settings.to_env())  # worker processes rebuild the settings from these
     uvicorn.run(
         "connectlink.server.app:app_from_env",
@@ -137,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--database", help=f"database URL (default {DEFAULT_DATABASE_URL})")
     serve.add_argument("--profile", choices=["emulator", "production"])
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--migrate", action="store_true",
+                       help="upgrade the database schema first if it is behind")
     serve.add_argument("--no-access-log", action="store_true")
     serve.add_argument("--no-demo", action="store_true",
                        help="do not create the demo retailer on an empty database")
@@ -152,6 +171,13 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--database", help="database URL")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(run=cmd_retailers_create)
+
+    db_commands = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    upgrade = db_commands.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade.add_argument("--database", help="database URL")
+    upgrade.set_defaults(run=cmd_db_upgrade)
 
     link_commands = commands.add_parser("links", help="operator actions on links").add_subparsers(
         dest="links_command", required=True
@@ -173,8 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except ValueError as exc:
+    except (ValueError, migrations.SchemaOutOfDate) as exc:
         print(f"connectlink: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"connectlink: cannot reach the database: {exc}", file=sys.stderr)
         return 2
 
 

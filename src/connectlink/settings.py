@@ -28,6 +28,7 @@ class Settings:
     linking_token_ttl: int = DAY
     code_ttl: int = 600  # decisions.md: 10 minutes
     privacy_retention: int = 30 * DAY
+    pool_size: int = 10  # PostgreSQL connections per worker process
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> Settings:
@@ -47,6 +48,8 @@ class Settings:
             values["sandbox"] = _flag(env["CONNECTLINK_SANDBOX"])
         if "CONNECTLINK_ACCESS_LOG" in env:
             values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
+        if "CONNECTLINK_POOL_SIZE" in env:
+            values["pool_size"] = int(env["CONNECTLINK_POOL_SIZE"])
         if "CONNECTLINK_PRIVACY_RETENTION" in env:
             values["privacy_retention"] = int(env["CONNECTLINK_PRIVACY_RETENTION"])
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -61,4 +64,5 @@ class Settings:
             "CONNECTLINK_SANDBOX": "1" if self.sandbox else "0",
             "CONNECTLINK_ACCESS_LOG": "1" if self.access_log else "0",
             "CONNECTLINK_PRIVACY_RETENTION": str(self.privacy_retention),
+            "CONNECTLINK_POOL_SIZE": str(self.pool_size),
         }

@@ -97,7 +97,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = ctx.store is None
         if opened:
-            ctx.store = open_store(settings.database_url)
+            ctx.store = await open_store(settings.database_url, pool_size=settings.pool_size)
         try:
             yield
         finally:

@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from connectlink.storage import migrations
 from connectlink.storage.base import Store
 
+Schema = Literal["check", "upgrade", "as-is"]
 
-def open_store(url: str) -> Store:
-    """The store a database URL names (``sqlite:///path``)."""
+
+async def open_store(url: str, schema: Schema = "check", pool_size: int = 10) -> Store:
+    """The store a database URL names (``sqlite:///path`` or ``postgresql://...``).
+
+    ``schema``: "check" refuses a database whose schema is not current (``SchemaOutOfDate``),
+    "upgrade" applies what is pending first, "as-is" does neither (for tooling and tests).
+    """
+    store: Store
     if url.startswith("sqlite:"):
-        from connectlink.storage.sqlite import SQLiteStore
+        from connectlink.storage.sqlite import open_sqlite
 
-        return SQLiteStore.from_url(url)
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path/to.db")
+        store = open_sqlite(url)
+    elif url.startswith(("postgresql:", "postgres:")):
+        from connectlink.storage.postgres import open_postgres
+
+        store = await open_postgres(url, pool_size)
+    else:
+        raise ValueError(
+            f"unsupported database URL {url!r}: use sqlite:///path/to.db or postgresql://..."
+        )
+    try:
+        if schema == "upgrade":
+            await migrations.upgrade(store)
+        elif schema == "check":
+            await migrations.ensure_current(store)
+    except BaseException:
+        await store.close()
+        raise
+    return store
 
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Schema", "Store", "migrations", "open_store"]

@@ -18,9 +18,10 @@ from connectlink.models import (
     RevokeOutcome,
     UserFields,
 )
+from connectlink.storage.migrations import Migratable
 
 
-class Store(Protocol):
+class Store(Migratable, Protocol):
     async def close(self) -> None: ...
 
     # retailers and their OAuth clients ----

@@ -1,0 +1,118 @@
+"""The PostgreSQL engine (asyncpg: a pool, prepared statements) for ``SQLStore``.
+
+Rules hold under concurrency because PostgreSQL enforces them: a conditional ``UPDATE`` takes the
+row lock and re-checks its condition once a racing transaction commits, and the unique index
+on ``links`` makes the second of two racing links fail. Losing the database (restart, cut
+connections) surfaces as ``ServiceUnavailable`` (503, code 2003), and the pool reconnects by
+itself once the database is back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any
+
+import asyncpg
+
+from connectlink.errors import ServiceUnavailable
+from connectlink.storage.records import Row
+from connectlink.storage.sql import SQLStore
+
+CONNECT_TIMEOUT = 5.0
+ACQUIRE_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 30.0
+_MIGRATIONS_LOCK = 0x636C6E6B  # "clnk": one advisory lock for schema upgrades
+
+# Errors that mean "the database is not there right now", not "the request is wrong".
+UNAVAILABLE = (
+    OSError,  # refused, reset, and TimeoutError
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization: try again
+    asyncpg.InterfaceError,  # the connection closed under us
+)
+
+
+@cache
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+    counter = iter(range(1, 1000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def _count(status: str) -> int:
+    """Rows touched, from a command tag such as ``INSERT 0 1`` or ``UPDATE 3``."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresConnection:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        row: Row | None = await self._conn.fetchrow(numbered(sql), *args)
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self._conn.fetch(numbered(sql), *args))
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return _count(await self._conn.execute(numbered(sql), *args))
+
+    async def script(self, sql: str) -> None:
+        await self._conn.execute(sql)
+
+
+class PostgresEngine:
+    name = "postgres"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, pool_size: int) -> PostgresEngine:
+        pool = await asyncpg.create_pool(
+            url, min_size=min(2, pool_size), max_size=pool_size, timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT, server_settings={"application_name": "connectlink"},
+        )
+        return cls(pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresConnection]:
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, conn.transaction():
+                yield PostgresConnection(conn)
+        except UNAVAILABLE as exc:
+            raise ServiceUnavailable() from exc
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[PostgresConnection]:
+        try:
+            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                yield PostgresConnection(conn)
+        except UNAVAILABLE as exc:
+            raise ServiceUnavailable() from exc
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncpg.UniqueViolationError)
+
+    async def table_exists(self, db: Any, name: str) -> bool:
+        row = await db.fetchrow("SELECT to_regclass(CAST(? AS TEXT)) IS NOT NULL", name)
+        return bool(row and row[0])
+
+    async def lock_migrations(self, db: Any) -> None:
+        await db.execute("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", _MIGRATIONS_LOCK)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_postgres(url: str, pool_size: int = 10) -> SQLStore:
+    return SQLStore(await PostgresEngine.connect(url, pool_size))

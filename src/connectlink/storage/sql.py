@@ -1,0 +1,409 @@
+"""The ``Store`` in SQL, once for both engines.
+
+The domain operations are the same statements on SQLite and PostgreSQL; what differs is the
+driver, the placeholders, how a transaction starts and which errors mean "taken" or "try again
+later". Those live in an ``Engine`` (``sqlite.py``, ``postgres.py``); this module holds every
+statement and the rules they enforce:
+
+- single use of codes and linking tokens: a conditional ``UPDATE ... WHERE consumed_at IS NULL``;
+- one Connect user per Instacart account and retailer: the ``UNIQUE (retailer_id, account_id)``
+  constraint on ``links``;
+- a link and the consumption of its token commit together or not at all.
+
+Statements use ``?`` placeholders; an engine may rewrite them. Parameters that only a ``SELECT``
+list sees are ``CAST`` so PostgreSQL knows their types.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from connectlink.models import (
+    AccessToken,
+    AuthorizationCode,
+    ConnectUser,
+    InstacartAccount,
+    LinkOutcome,
+    OAuthClient,
+    Retailer,
+    RevokeOutcome,
+    UserFields,
+)
+from connectlink.storage import records
+from connectlink.storage.migrations import Migration
+from connectlink.storage.records import (
+    ACCOUNT_COLUMNS,
+    CLIENT_COLUMNS,
+    CODE_COLUMNS,
+    TOKEN_COLUMNS,
+    USER_COLUMNS,
+    Row,
+)
+
+T = TypeVar("T")
+
+
+class Connection(Protocol):
+    """One connection, inside a transaction or in autocommit."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it touched."""
+        ...
+
+    async def script(self, sql: str) -> None:
+        """Run a migration file's statements."""
+        ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction; commits on exit, rolls back on an exception."""
+        ...
+
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection in autocommit, for single statements."""
+        ...
+
+    def is_unique_violation(self, exc: BaseException) -> bool: ...
+
+    async def table_exists(self, db: Connection, name: str) -> bool: ...
+
+    async def lock_migrations(self, db: Connection) -> None:
+        """Keep concurrent upgrades (several workers) from applying a migration twice."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _Undo(Exception):
+    """Roll the transaction back and report ``outcome`` instead."""
+
+    def __init__(self, outcome: LinkOutcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+_LINKED = frozenset({LinkOutcome.LINKED, LinkOutcome.RELINKED, LinkOutcome.REPLACED})
+
+
+class SQLStore:
+    """Every ``Store`` verb, on whichever ``Engine`` it is given."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+        self.engine = engine.name
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # schema -------------------------------------------------------------------------------
+    async def applied_migrations(self) -> set[int]:
+        async with self.db.connection() as db:
+            if not await self.db.table_exists(db, "schema_migrations"):
+                return set()  # a new database
+            return {row[0] for row in await db.fetch("SELECT version FROM schema_migrations")}
+
+    async def apply_migration(self, migration: Migration) -> bool:
+        async with self.db.transaction() as db:
+            await self.db.lock_migrations(db)
+            await db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            if await db.fetchrow(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", migration.version
+            ):
+                return False  # another process got there first
+            await db.script(migration.sql)
+            await db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                migration.version, migration.name, time.time(),
+            )
+        return True
+
+    # retailers and clients ----------------------------------------------------------------
+    async def create_retailer(
+        self, name: str, client: OAuthClient, now: float
+    ) -> tuple[Retailer, OAuthClient]:
+        async with self.db.transaction() as db:
+            created = await db.fetchrow(
+                "INSERT INTO retailers (name, created_at) VALUES (?, ?) RETURNING id", name, now
+            )
+            assert created is not None
+            retailer_id = created[0]
+            inserted = await db.fetchrow(
+                "INSERT INTO oauth_clients (retailer_id, client_id, secret_digest, redirect_uris, "
+                "grants, require_pkce, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"RETURNING {CLIENT_COLUMNS}",
+                retailer_id, client.client_id, client.secret_digest,
+                json.dumps(list(client.redirect_uris)), records.grants_text(client.grants),
+                client.require_pkce, now,
+            )
+            assert inserted is not None
+        return Retailer(id=retailer_id, name=name, created_at=now), records.client(inserted)
+
+    async def count_retailers(self) -> int:
+        async with self.db.connection() as db:
+            row = await db.fetchrow("SELECT count(*) FROM retailers")
+        return int(row[0]) if row else 0
+
+    async def get_client(self, client_id: str) -> OAuthClient | None:
+        return await self._one(
+            records.client, f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE client_id = ?",
+            client_id,
+        )
+
+    async def get_client_by_pk(self, pk: int) -> OAuthClient | None:
+        return await self._one(
+            records.client, f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE pk = ?", pk
+        )
+
+    async def _one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
+        async with self.db.connection() as db:
+            row = await db.fetchrow(sql, *args)
+        return record(row) if row is not None else None
+
+    # tokens -------------------------------------------------------------------------------
+    _INSERT_TOKEN = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+    async def save_token(self, token: AccessToken) -> None:
+        async with self.db.connection() as db:
+            await db.execute(self._INSERT_TOKEN, *records.token_values(token))
+
+    async def get_token(self, digest: bytes) -> AccessToken | None:
+        return await self._one(
+            records.token, f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE digest = ?", digest
+        )
+
+    async def revoke_token(self, digest: bytes, client_pk: int, now: float) -> RevokeOutcome:
+        async with self.db.transaction() as db:
+            row = await db.fetchrow("SELECT client_pk FROM tokens WHERE digest = ?", digest)
+            if row is None:
+                return RevokeOutcome.UNKNOWN
+            if row[0] != client_pk:
+                return RevokeOutcome.FOREIGN
+            await db.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL",
+                now, digest,
+            )
+        return RevokeOutcome.REVOKED
+
+    # authorization codes --------------------------------------------------------------------
+    async def save_code(self, code: AuthorizationCode) -> None:
+        async with self.db.connection() as db:
+            await db.execute(
+                f"INSERT INTO authorization_codes ({CODE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                *records.code_values(code),
+            )
+
+    async def redeem_code(
+        self,
+        digest: bytes,
+        client_pk: int,
+        now: float,
+        check: Callable[[AuthorizationCode], AccessToken],
+    ) -> AccessToken | None:
+        refusal: Exception | None = None
+        async with self.db.transaction() as db:
+            row = await db.fetchrow(
+                "UPDATE authorization_codes SET consumed_at = ? WHERE digest = ? "
+                f"AND client_pk = ? AND consumed_at IS NULL RETURNING {CODE_COLUMNS}",
+                now, digest, client_pk,
+            )
+            if row is None:
+                # A replay: the token the first redemption produced must not outlive it.
+                await db.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE code_digest = ? AND client_pk = ? "
+                    "AND consumed_at IS NULL AND revoked_at IS NULL",
+                    now, digest, client_pk,
+                )
+                return None
+            try:
+                token = check(records.code(row))
+            except Exception as exc:  # refused: the code stays used up (committed on exit)
+                refusal = exc
+            else:
+                await db.execute(self._INSERT_TOKEN, *records.token_values(token))
+        if refusal is not None:
+            raise refusal
+        return token
+
+    # Connect users ----------------------------------------------------------------------------
+    async def upsert_connect_user(
+        self, retailer_id: int, fields: UserFields, now: float
+    ) -> ConnectUser:
+        async with self.db.transaction() as db:
+            # A user purged after a privacy request is gone: its id starts afresh.
+            await db.execute(
+                "DELETE FROM connect_users WHERE retailer_id = ? AND user_id = ? "
+                "AND purge_after <= ?",
+                retailer_id, fields.user_id, now,
+            )
+            row = await db.fetchrow(
+                "INSERT INTO connect_users (retailer_id, user_id, first_name, last_name, "
+                "phone_number, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (retailer_id, user_id) DO UPDATE SET "
+                "first_name = excluded.first_name, "
+                "last_name = coalesce(excluded.last_name, connect_users.last_name), "
+                "phone_number = coalesce(excluded.phone_number, connect_users.phone_number), "
+                "locale = coalesce(excluded.locale, connect_users.locale), "
+                f"updated_at = excluded.updated_at RETURNING {USER_COLUMNS}",
+                retailer_id, fields.user_id, fields.first_name, fields.last_name,
+                fields.phone_number, fields.locale, now, now,
+            )
+            assert row is not None
+        return records.user(row)
+
+    async def get_connect_user(
+        self, retailer_id: int, user_id: str, now: float
+    ) -> ConnectUser | None:
+        return await self._one(
+            records.user,
+            f"SELECT {USER_COLUMNS} FROM connect_users WHERE retailer_id = ? AND user_id = ? "
+            "AND (purge_after IS NULL OR purge_after > ?)",
+            retailer_id, user_id, now,
+        )
+
+    async def deactivate_connect_user(
+        self, user: ConnectUser, now: float, purge_after: float, reason: str
+    ) -> None:
+        async with self.db.transaction() as db:
+            await db.execute(
+                "UPDATE connect_users SET active = false, purge_after = ?, updated_at = ? "
+                "WHERE pk = ?",
+                purge_after, now, user.pk,
+            )
+            dropped = await db.fetchrow(
+                "DELETE FROM links WHERE connect_user_pk = ? RETURNING account_id", user.pk
+            )
+            await self._audit(db, user, now, reason, dropped[0] if dropped else None)
+            # Purge what is past its retention, so deleted data does not linger.
+            await db.execute("DELETE FROM connect_users WHERE purge_after <= ?", now)
+
+    async def _audit(
+        self, db: Connection, user: ConnectUser, now: float, action: str,
+        account_id: int | None, detail: dict[str, Any] | None = None,
+    ) -> None:
+        await db.execute(
+            "INSERT INTO audit_events (retailer_id, occurred_at, action, user_id, account_id, "
+            "detail) VALUES (?, ?, ?, ?, ?, ?)",
+            user.retailer_id, now, action, user.user_id, account_id,
+            json.dumps(detail) if detail else None,
+        )
+
+    # links ------------------------------------------------------------------------------------
+    async def link(
+        self, user: ConnectUser, token_digest: bytes, now: float, banner: str | None
+    ) -> LinkOutcome:
+        try:
+            async with self.db.transaction() as db:
+                return await self._link(db, user, token_digest, now, banner)
+        except _Undo as undo:
+            return undo.outcome
+
+    async def _link(
+        self, db: Connection, user: ConnectUser, token_digest: bytes, now: float,
+        banner: str | None,
+    ) -> LinkOutcome:
+        token = await db.fetchrow(
+            "UPDATE tokens SET consumed_at = ? WHERE digest = ? AND retailer_id = ? "
+            "AND account_id IS NOT NULL AND consumed_at IS NULL AND revoked_at IS NULL "
+            "AND expires_at > ? RETURNING account_id",
+            now, token_digest, user.retailer_id, now,
+        )
+        if token is None:
+            return LinkOutcome.TOKEN_INVALID
+        account_id = token[0]
+        previous = await db.fetchrow(
+            "SELECT account_id FROM links WHERE connect_user_pk = ?", user.pk
+        )
+        try:
+            written = await db.execute(
+                "INSERT INTO links (connect_user_pk, retailer_id, account_id, linked_at, banner) "
+                "SELECT CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), "
+                "CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT) "
+                "WHERE EXISTS (SELECT 1 FROM connect_users WHERE pk = ? AND active = true) "
+                "ON CONFLICT (connect_user_pk) DO UPDATE SET account_id = excluded.account_id, "
+                "linked_at = excluded.linked_at, banner = excluded.banner",
+                user.pk, user.retailer_id, account_id, now, banner, user.pk,
+            )
+        except Exception as exc:
+            if self.db.is_unique_violation(exc):  # the isolation rule, enforced by the index
+                raise _Undo(LinkOutcome.ACCOUNT_TAKEN) from exc
+            raise
+        if written == 0:  # a privacy request won the race
+            raise _Undo(LinkOutcome.USER_INACTIVE)
+        outcome = (
+            LinkOutcome.LINKED if previous is None
+            else LinkOutcome.RELINKED if previous[0] == account_id
+            else LinkOutcome.REPLACED
+        )
+        detail: dict[str, Any] = {}
+        if outcome is LinkOutcome.REPLACED and previous is not None:
+            detail["replaced_account_id"] = previous[0]
+        if banner:
+            detail["banner"] = banner
+        await self._audit(db, user, now, outcome.value, account_id, detail)
+        return outcome
+
+    async def unlink(self, user: ConnectUser, now: float, reason: str) -> bool:
+        async with self.db.transaction() as db:
+            dropped = await db.fetchrow(
+                "DELETE FROM links WHERE connect_user_pk = ? RETURNING account_id", user.pk
+            )
+            if dropped is not None:
+                await self._audit(db, user, now, "unlink", dropped[0], {"reason": reason})
+        return dropped is not None
+
+    async def linked_account(self, user: ConnectUser) -> InstacartAccount | None:
+        return await self._one(
+            records.account,
+            "SELECT a.id, a.email, a.phone, a.membership_expires_at, a.created_at "
+            "FROM links l JOIN instacart_accounts a ON a.id = l.account_id "
+            "WHERE l.connect_user_pk = ?",
+            user.pk,
+        )
+
+    # Instacart accounts -------------------------------------------------------------------------
+    async def create_instacart_account(
+        self, email: str, phone: str, password_hash: str, membership_expires_at: float | None,
+        now: float,
+    ) -> InstacartAccount | None:
+        try:
+            return await self._one(
+                records.account,
+                "INSERT INTO instacart_accounts (email, phone, password_hash, "
+                "membership_expires_at, created_at) VALUES (?, ?, ?, ?, ?) "
+                f"RETURNING {ACCOUNT_COLUMNS}",
+                email, phone, password_hash, membership_expires_at, now,
+            )
+        except Exception as exc:
+            if self.db.is_unique_violation(exc):
+                return None
+            raise
+
+    async def get_instacart_account(self, account_id: int) -> InstacartAccount | None:
+        return await self._one(
+            records.account, f"SELECT {ACCOUNT_COLUMNS} FROM instacart_accounts WHERE id = ?",
+            account_id,
+        )
+
+    async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:
+        async with self.db.connection() as db:
+            rows = await db.fetch(
+                "SELECT occurred_at, action, user_id, account_id FROM audit_events "
+                "WHERE retailer_id = ? ORDER BY id",
+                retailer_id,
+            )
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
