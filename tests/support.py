@@ -210,6 +210,7 @@ class ServeProcess:
              "--database", database_url, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: kill_9 reaches every worker
         )
         self.wait_ready()
 
@@ -226,6 +227,14 @@ class ServeProcess:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError("connectlink serve did not start listening")
+
+    def kill_9(self) -> None:
+        """Crash the server and all its workers, as a power cut or OOM kill would."""
+        import os
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=20)
 
     def stop(self) -> str:
         """Stop the server gracefully and return everything it printed."""
@@ -259,32 +268,39 @@ def new_retailer(http: httpx.Client, database_url: str, *redirect_uris: str) -> 
     return Retailer(http, json.loads(cli(*args)), uris)
 
 
-def execute_sql(database_url: str, statement: str) -> None:
-    """Change the database behind the server's back (to break it on purpose)."""
-    if database_url.startswith("sqlite"):
+def query_sql(database_url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run one statement on a second connection (to inspect, or to break things on purpose)."""
+    if engine_of(database_url) == "sqlite":
         import sqlite3
 
         from connectlink.storage.sqlite import path_from_url
 
         with sqlite3.connect(path_from_url(database_url)) as db:
-            db.execute(statement)
-        return
+            return db.execute(statement).fetchall()
 
-    async def run() -> None:
+    async def run() -> list[tuple[Any, ...]]:
         import asyncpg
 
         connection = await asyncpg.connect(database_url)
         try:
-            await connection.execute(statement)
+            return [tuple(row) for row in await connection.fetch(statement)]
         finally:
             await connection.close()
 
-    asyncio.run(run())
+    return asyncio.run(run())
+
+
+def execute_sql(database_url: str, statement: str) -> None:
+    query_sql(database_url, statement)
+
+
+def engine_of(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgres"
 
 
 def stored_bytes(database_url: str) -> tuple[bytes, Any]:
     """Everything the database holds, as bytes, and how a digest appears in them."""
-    if database_url.startswith("sqlite"):
+    if engine_of(database_url) == "sqlite":
         from pathlib import Path
 
         from connectlink.storage.sqlite import path_from_url
@@ -308,3 +324,53 @@ def stored_bytes(database_url: str) -> tuple[bytes, Any]:
             await connection.close()
 
     return asyncio.run(dump()), lambda digest: b"\\x" + digest.hex().encode()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A retailer with ``n`` Connect users, each holding a fresh linking token for an account of
+    its own: what a load or crash test needs, issued through the server's own store."""
+
+    retailer_id: int
+    bearer: str
+    pairs: list[tuple[str, str, int]]  # (Connect user_id, linking token, Instacart account id)
+
+
+def seed(database_url: str, n: int, now: float | None = None) -> Seeded:
+    import time
+
+    from connectlink import security
+    from connectlink.clock import SystemClock
+    from connectlink.models import AccessToken, UserFields
+
+    async def go(store: Store) -> Seeded:
+        clock = SystemClock()
+        at = clock.now() if now is None else now
+        shop = await retailers.create(store, clock, "Seeded", [REDIRECT_URI])
+        bearer = security.new_secret()
+        await store.save_token(AccessToken(
+            security.digest(bearer), shop.client.pk, shop.retailer.id,
+            frozenset({"connect:fulfillment"}), at, at + 86_400))
+        tag = f"{time.monotonic_ns()}"
+        pairs = []
+        for i in range(n):
+            account = await store.create_instacart_account(
+                f"seed{i}.{tag}@example.com", "+18005550100", "not-a-password-hash",
+                at + 365 * 86_400, at)
+            assert account is not None
+            await store.upsert_connect_user(shop.retailer.id, UserFields(f"s{i}", "Seed"), at)
+            token = security.new_secret()
+            await store.save_token(AccessToken(
+                security.digest(token), shop.client.pk, shop.retailer.id,
+                frozenset({"account_linking"}), at, at + 86_400, account_id=account.id))
+            pairs.append((f"s{i}", token, account.id))
+        return Seeded(shop.retailer.id, bearer, pairs)
+
+    async def run() -> Seeded:
+        store = await open_store(database_url)
+        try:
+            return await go(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

@@ -12,7 +12,7 @@ from conftest import upgraded
 from connectlink import security
 from connectlink.models import OAuthClient
 from connectlink.storage import migrations, open_store
-from support import Emulator, Retailer, cli
+from support import Emulator, Retailer, cli, engine_of
 
 
 def test_retailers_create_json_prints_one_object(database_url: str) -> None:
@@ -97,7 +97,7 @@ def test_an_old_schema_is_refused_until_upgraded(database_url: str) -> None:
     assert refused.returncode == 2
     assert refused.stderr.strip() == (
         "connectlink: the database schema is at version 0, this ConnectLink needs version "
-        f"{migrations.latest(engine(database_url))}: run `connectlink db upgrade`, or serve "
+        f"{migrations.latest(engine_of(database_url))}: run `connectlink db upgrade`, or serve "
         "with --migrate")
     assert cli("db", "upgrade", "--database", database_url).startswith("applied 1, 2")
     assert cli("db", "upgrade", "--database", database_url).strip() == "already up to date"
@@ -112,6 +112,3 @@ def test_serve_refuses_an_old_schema(database_url: str) -> None:
     assert "run `connectlink db upgrade`, or serve with --migrate" in done.stderr
     assert "Traceback" not in done.stderr
 
-
-def engine(database_url: str) -> str:
-    return "sqlite" if database_url.startswith("sqlite") else "postgres"

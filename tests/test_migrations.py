@@ -13,7 +13,7 @@ from connectlink.clock import ManualClock
 from connectlink.linking import retailers
 from connectlink.models import AccessToken, UserFields
 from connectlink.storage import Store, migrations, open_store
-from support import execute_sql
+from support import engine_of, execute_sql
 
 
 async def _with(url: str, action: Any, schema: Any = "as-is") -> Any:
@@ -49,7 +49,7 @@ def test_upgrade_from_version_1_keeps_the_data(database_url: str) -> None:
         asyncio.run(_with(database_url, lambda store: store.count_retailers(), "check"))
 
     applied = asyncio.run(_with(database_url, migrations.upgrade))
-    assert applied == [m.version for m in migrations.available(_engine(database_url))][1:]
+    assert applied == [m.version for m in migrations.available(engine_of(database_url))][1:]
 
     async def read(store: Store) -> tuple[Any, ...]:
         shop = before["shop"]
@@ -96,8 +96,5 @@ def test_concurrent_upgrades_apply_each_migration_once(database_url: str) -> Non
 
     results = asyncio.run(race())
     applied = sorted(v for result in results for v in result)
-    assert applied == [m.version for m in migrations.available(_engine(database_url))]
+    assert applied == [m.version for m in migrations.available(engine_of(database_url))]
 
-
-def _engine(database_url: str) -> str:
-    return "sqlite" if database_url.startswith("sqlite") else "postgres"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from support import ServeProcess, new_retailer
+from support import ServeProcess, new_retailer, query_sql
 
 ALREADY_LINKED = "Validation failed: Common identities can only have one user per isolation context"
 
@@ -42,19 +42,21 @@ def _outcomes(responses: list[httpx.Response]) -> Counter[tuple[int, str]]:
     )
 
 
-def test_fifty_links_with_one_token_succeed_once(served: ServeProcess) -> None:
+@pytest.mark.parametrize("attempts", [50, 500])
+def test_links_with_one_token_succeed_once(served: ServeProcess, attempts: int) -> None:
     with httpx.Client(base_url=served.url) as http:
         shop = new_retailer(http, served.database_url)
         token = shop.linking_token(shop.instacart_user("s@example.com"))
-        for i in range(50):
+        for i in range(10):
             shop.create_user(f"u{i}")
-        requests = [("POST", f"/v2/fulfillment/users/u{i % 50}/link", {"linking_token": token})
-                    for i in range(50)]
-        # half of them race for the same user, half for different users
-        requests = requests[:25] + [("POST", "/v2/fulfillment/users/u0/link",
-                                     {"linking_token": token})] * 25
+        # half of them race for one user, half for other users
+        requests = [
+            ("POST", f"/v2/fulfillment/users/u{i % 10 if i % 2 else 0}/link",
+             {"linking_token": token})
+            for i in range(attempts)
+        ]
         outcomes = _outcomes(asyncio.run(_all_at_once(served.url, requests, shop.headers())))
-        assert outcomes == {(200, "ok"): 1, (400, "Linking token is invalid"): 49}
+        assert outcomes == {(200, "ok"): 1, (400, "Linking token is invalid"): attempts - 1}
 
 
 def test_two_users_racing_for_one_account_link_once(served: ServeProcess) -> None:
@@ -83,10 +85,31 @@ def test_concurrent_exchanges_of_one_code_give_one_token(served: ServeProcess) -
                 "grant_type": "authorization_code", "code": code,
                 "redirect_uri": shop.redirect_uri}
         responses = asyncio.run(
-            _all_at_once(served.url, [("POST", "/v2/oauth/token", body)] * 100, {}))
+            _all_at_once(served.url, [("POST", "/v2/oauth/token", body)] * 200, {}))
         statuses = Counter(r.status_code for r in responses)
-        assert statuses == {200: 1, 400: 99}
+        assert statuses == {200: 1, 400: 199}
         # the replays revoked the one token that was issued
         issued = next(r.json()["access_token"] for r in responses if r.status_code == 200)
         shop.create_user("u1")
         assert shop.link("u1", issued).status_code == 400
+
+
+def test_concurrent_create_or_update_leaves_one_consistent_user(served: ServeProcess) -> None:
+    with httpx.Client(base_url=served.url) as http:
+        shop = new_retailer(http, served.database_url)
+        versions = 100
+        requests = [
+            ("POST", "/v2/fulfillment/users",
+             {"user_id": "42", "first_name": f"first{n}", "last_name": f"last{n}",
+              "phone_number": f"+1800555{n:04d}"})
+            for n in range(versions)
+        ]
+        responses = asyncio.run(_all_at_once(served.url, requests, shop.headers()))
+        assert {r.status_code for r in responses} == {200}
+        user = shop.get("/v2/fulfillment/users/42").json()
+        n = int(user["first_name"].removeprefix("First"))
+        assert user == {"user_id": "42", "first_name": f"First{n}", "last_name": f"Last{n}",
+                        "phone_number": f"+1800555{n:04d}"}
+        count = query_sql(served.database_url,
+                          "SELECT count(*) FROM connect_users WHERE user_id = '42'")
+        assert count == [(1,)]

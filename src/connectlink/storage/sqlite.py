@@ -24,7 +24,8 @@ from connectlink.storage.migrations import Migration
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
 
-BUSY_TIMEOUT_MS = 5000
+# How long a writer waits for another process's write lock before answering 503.
+BUSY_TIMEOUT_MS = int(os.environ.get("CONNECTLINK_SQLITE_BUSY_TIMEOUT_MS", "5000"))
 
 
 def path_from_url(url: str) -> str:
