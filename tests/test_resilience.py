@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import pytest
 
 from conftest import upgraded
 from proxy import CuttableProxy
@@ -179,5 +178,3 @@ async def _drive(
         await asyncio.gather(schedule(), *(client(http, n) for n in range(8)))
     return results
 
-
-pytestmark = pytest.mark.server_process
