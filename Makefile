@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DATABASE ?= sqlite:///var/connectlink.db
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+
+## The benchmark (about 5 minutes): ratios to a bare ASGI baseline and to Prism. ARGS=--scale N
+bench: install
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
