@@ -65,7 +65,7 @@ async def seed(database_url: str, pairs: int, pairs_file: Path, concurrency: int
             security.digest(bearer), shop.client.pk, shop.retailer.id, frozenset({FULFILLMENT}),
             now, now + DAY))
         linked, token = await _pair(store, shop.retailer.id, shop.client.pk, 0, "linked", now)
-        await store.link(linked, security.digest(token), now, None)
+        await store.link(shop.retailer.id, linked.user_id, security.digest(token), now, None)
 
         lines: list[str] = []
         for start in range(0, pairs, concurrency):

@@ -56,14 +56,14 @@ def test_upgrade_from_version_1_keeps_the_data(database_url: str) -> None:
         return (
             await store.get_client(shop.client.client_id),
             await store.get_connect_user(shop.retailer.id, "42", START),
-            await store.linked_account(before["user"]),
+            await store.find_link(shop.retailer.id, "42", START),
             await store.get_token(security.digest(before["bearer"])),
         )
 
     client, user, linked, token = asyncio.run(_with(database_url, read, "check"))
     assert client == before["shop"].client
     assert user == before["user"]
-    assert linked == before["account"]
+    assert linked == (before["user"], before["account"])
     assert token is not None and token.scopes == frozenset({"connect:fulfillment"})
 
     # and the upgraded database serves: the old user links through the API

@@ -119,6 +119,7 @@ class LinkOutcome(enum.Enum):
     REPLACED = "replace"
     TOKEN_INVALID = "token_invalid"
     ACCOUNT_TAKEN = "account_taken"
+    USER_NOT_FOUND = "user_not_found"
     USER_INACTIVE = "user_inactive"
 
 

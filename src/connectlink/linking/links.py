@@ -15,6 +15,7 @@ from connectlink.errors import (
     Blank,
     LinkingTokenInvalid,
     UserNotActive,
+    UserNotFound,
     UserNotLinked,
 )
 from connectlink.linking.users import find, find_active
@@ -34,6 +35,14 @@ def iso_utc(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
+_REFUSALS = {
+    LinkOutcome.USER_NOT_FOUND: UserNotFound,
+    LinkOutcome.USER_INACTIVE: UserNotActive,
+    LinkOutcome.TOKEN_INVALID: LinkingTokenInvalid,
+    LinkOutcome.ACCOUNT_TAKEN: AlreadyLinked,
+}
+
+
 async def link(
     store: Store,
     clock: Clock,
@@ -42,28 +51,30 @@ async def link(
     body: Mapping[str, Any],
     banner: str | None = None,
 ) -> LinkOutcome:
-    """``POST .../link``. Checks run in the decided order; the store consumes the token and
-    writes the link in one transaction, so single use holds under races."""
-    user = await find_active(store, clock, retailer_id, user_id)
+    """``POST .../link``, checked in the decided order: user exists, user active, token
+    present, token valid, isolation rule. The store decides the last four in one transaction,
+    so single use and the isolation rule hold under races."""
     token = body.get("linking_token")
-    if token is None or (isinstance(token, str) and not token.strip()):
-        raise Blank("linking_token")
-    if not isinstance(token, str):
-        raise LinkingTokenInvalid()
-    outcome = await store.link(user, security.digest(token), clock.now(), banner)
-    if outcome is LinkOutcome.TOKEN_INVALID:
-        raise LinkingTokenInvalid()
-    if outcome is LinkOutcome.ACCOUNT_TAKEN:
-        raise AlreadyLinked()
-    if outcome is LinkOutcome.USER_INACTIVE:  # a privacy request won the race
-        raise UserNotActive()
+    if not isinstance(token, str) or not token.strip():
+        await find_active(store, clock, retailer_id, user_id)  # the user's errors come first
+        if token is None or isinstance(token, str):
+            raise Blank("linking_token")
+        raise LinkingTokenInvalid()  # a number, a list...: not a token at all
+    outcome = await store.link(retailer_id, user_id, security.digest(token), clock.now(), banner)
+    refusal = _REFUSALS.get(outcome)
+    if refusal is not None:
+        raise refusal()
     return outcome
 
 
 async def membership(store: Store, clock: Clock, retailer_id: int, user_id: str) -> Membership:
     """``GET .../link``: Instacart+ status computed now, by the server's clock."""
-    user = await find_active(store, clock, retailer_id, user_id)
-    account = await store.linked_account(user)
+    found = await store.find_link(retailer_id, user_id, clock.now())
+    if found is None:
+        raise UserNotFound()
+    user, account = found
+    if not user.active:
+        raise UserNotActive()
     if account is None:
         raise UserNotLinked()
     ends = account.membership_expires_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,11 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from connectlink.clock import Clock, SystemClock
 from connectlink.server.context import Context
 from connectlink.server.endpoints import links, oauth, sandbox, users
-from connectlink.server.render import EXCEPTION_HANDLERS, CatchAll
+from connectlink.server.render import EXCEPTION_HANDLERS, Handler, respond
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def route(path: str, **by_method: Handler) -> Route:
@@ -30,7 +28,7 @@ def route(path: str, **by_method: Handler) -> Route:
 
     async def dispatch(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
-        return await by_method[method](request)
+        return await respond(by_method[method], request)
 
     return Route(path, dispatch, methods=list(by_method))
 
@@ -106,7 +104,6 @@ def create_app(
                 ctx.store = None
 
     middleware = [Middleware(AccessLog)] if settings.access_log else []
-    middleware.append(Middleware(CatchAll))
     app = Starlette(
         routes=routes(settings),
         middleware=middleware,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectlink import jsonio
 from connectlink.errors import (
@@ -28,6 +27,7 @@ from connectlink.errors import (
 )
 
 log = logging.getLogger("connectlink.errors")
+Handler = Callable[[Request], Awaitable[Response]]
 
 # RFC 6749 section 5.1: token responses, and their errors, must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -54,9 +54,21 @@ def error_response(error: ConnectLinkError) -> Response:
     return json_response(error.body(), error.status, headers)
 
 
-async def on_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ConnectLinkError)
-    return error_response(exc)
+async def respond(handler: Handler, request: Request) -> Response:
+    """Run a handler; whatever it raises becomes its wire form here.
+
+    Anything unplanned is our fault: the documented 5000 envelope, and a log line for us that
+    names the request by method and path only (headers, query and body may hold credentials).
+    Answering here, rather than in Starlette's ``ServerErrorMiddleware``, which re-raises, keeps
+    the client's keep-alive connection open.
+    """
+    try:
+        return await handler(request)
+    except ConnectLinkError as error:
+        return error_response(error)
+    except Exception:
+        log.exception("unexpected failure on %s %s", request.method, request.url.path)
+        return error_response(InternalError())
 
 
 _BY_STATUS: dict[int, type[ConnectError]] = {404: NotFound, 413: RequestTooLarge}
@@ -75,38 +87,13 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(InternalError())
 
 
-class CatchAll:
-    """Anything unhandled is our fault: the documented 5000 envelope, and a log line for us.
-
-    A pure ASGI middleware inside the app rather than Starlette's ``ServerErrorMiddleware``,
-    which re-raises and so makes uvicorn drop the client's keep-alive connection. The log names
-    the request by method and path only: headers, query and body may hold credentials.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def note_start(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, note_start)
-        except Exception:
-            log.exception("unexpected failure on %s %s", scope["method"], scope["path"])
-            if started:
-                raise  # too late for an envelope; let the server close the connection
-            await error_response(InternalError())(scope, receive, send)
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """A failure outside any handler (Starlette's own machinery): still the 5000 envelope."""
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(InternalError())
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ConnectLinkError: on_error,
     HTTPException: on_http_exception,
+    Exception: on_unexpected,
 }

@@ -84,14 +84,21 @@ class Store(Migratable, Protocol):
 
     # links ----
     async def link(
-        self, user: ConnectUser, token_digest: bytes, now: float, banner: str | None
+        self, retailer_id: int, user_id: str, token_digest: bytes, now: float,
+        banner: str | None,
     ) -> LinkOutcome:
-        """Consume the linking token and link its Instacart account to ``user``, atomically."""
+        """Link the user to the linking token's Instacart account, atomically: find the user
+        (not found, not active), consume the token, write the link (isolation rule), audit."""
         ...
 
     async def unlink(self, user: ConnectUser, now: float, reason: str) -> bool: ...
 
-    async def linked_account(self, user: ConnectUser) -> InstacartAccount | None: ...
+    async def find_link(
+        self, retailer_id: int, user_id: str, now: float
+    ) -> tuple[ConnectUser, InstacartAccount | None] | None:
+        """The user and its linked Instacart account (None: not linked), in one lookup; None if
+        there is no such user."""
+        ...
 
     # Instacart accounts (sandbox) -----------------------------------------------------------------
     async def create_instacart_account(

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from connectlink.errors import ServiceUnavailable
+from connectlink.models import LinkOutcome
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
 
@@ -114,5 +115,67 @@ class PostgresEngine:
         await self._pool.close()
 
 
-async def open_postgres(url: str, pool_size: int = 10) -> SQLStore:
-    return SQLStore(await PostgresEngine.connect(url, pool_size))
+# The whole link in one statement, so one round trip: data-modifying CTEs run exactly once and
+# the statement is atomic. ``FOR UPDATE`` on the user orders it against a racing privacy
+# request; the unique index on links rejects a second Connect user for the same account.
+LINK = """
+WITH u AS (
+    SELECT pk, active FROM connect_users
+    WHERE retailer_id = $1 AND user_id = $2 AND (purge_after IS NULL OR purge_after > $3)
+    FOR UPDATE
+), tok AS (
+    UPDATE tokens SET consumed_at = $3
+    WHERE digest = $4 AND retailer_id = $1 AND account_id IS NOT NULL AND consumed_at IS NULL
+      AND revoked_at IS NULL AND expires_at > $3 AND EXISTS (SELECT 1 FROM u WHERE active)
+    RETURNING account_id
+), prev AS (
+    SELECT l.account_id FROM links l JOIN u ON l.connect_user_pk = u.pk
+), ins AS (
+    INSERT INTO links (connect_user_pk, retailer_id, account_id, linked_at, banner)
+    SELECT u.pk, $1, tok.account_id, $3, CAST($5 AS TEXT) FROM u, tok
+    ON CONFLICT (connect_user_pk) DO UPDATE SET account_id = excluded.account_id,
+        linked_at = excluded.linked_at, banner = excluded.banner
+    RETURNING account_id
+), aud AS (
+    INSERT INTO audit_events (retailer_id, occurred_at, action, user_id, account_id, detail)
+    SELECT $1, $3,
+        CASE WHEN p.account_id IS NULL THEN 'link'
+             WHEN p.account_id = ins.account_id THEN 'relink' ELSE 'replace' END,
+        $2, ins.account_id,
+        NULLIF(json_strip_nulls(json_build_object(
+            'replaced_account_id',
+            CASE WHEN p.account_id <> ins.account_id THEN p.account_id END,
+            'banner', CAST($5 AS TEXT)))::text, '{}')
+    FROM ins LEFT JOIN prev p ON true
+    RETURNING action
+)
+SELECT (SELECT pk FROM u), (SELECT active FROM u), (SELECT account_id FROM tok),
+       (SELECT action FROM aud)
+"""
+
+
+class PostgresStore(SQLStore):
+    """``SQLStore`` with the link path in one round trip."""
+
+    async def link(
+        self, retailer_id: int, user_id: str, token_digest: bytes, now: float,
+        banner: str | None,
+    ) -> LinkOutcome:
+        try:
+            async with self.db.connection() as db:
+                row = await db.fetchrow(LINK, retailer_id, user_id, now, token_digest, banner)
+        except asyncpg.UniqueViolationError:  # the isolation rule, enforced by the index
+            return LinkOutcome.ACCOUNT_TAKEN
+        assert row is not None
+        user_pk, active, account_id, action = row
+        if user_pk is None:
+            return LinkOutcome.USER_NOT_FOUND
+        if not active:
+            return LinkOutcome.USER_INACTIVE
+        if account_id is None:
+            return LinkOutcome.TOKEN_INVALID
+        return LinkOutcome(action)
+
+
+async def open_postgres(url: str, pool_size: int = 10) -> PostgresStore:
+    return PostgresStore(await PostgresEngine.connect(url, pool_size))

@@ -31,6 +31,11 @@ CLIENT_COLUMNS = "pk, retailer_id, client_id, secret_digest, redirect_uris, gran
 ACCOUNT_COLUMNS = "id, email, phone, membership_expires_at, created_at"
 
 
+def of(alias: str, columns: str) -> str:
+    """``"a", "id, email"`` -> ``"a.id, a.email"``."""
+    return ", ".join(f"{alias}.{column}" for column in columns.split(", "))
+
+
 def scopes_of(text: str) -> frozenset[str]:
     return frozenset(text.split())
 

@@ -304,46 +304,53 @@ class SQLStore:
 
     # links ------------------------------------------------------------------------------------
     async def link(
-        self, user: ConnectUser, token_digest: bytes, now: float, banner: str | None
+        self, retailer_id: int, user_id: str, token_digest: bytes, now: float,
+        banner: str | None,
     ) -> LinkOutcome:
         try:
             async with self.db.transaction() as db:
-                return await self._link(db, user, token_digest, now, banner)
+                return await self._link(db, retailer_id, user_id, token_digest, now, banner)
         except _Undo as undo:
             return undo.outcome
 
     async def _link(
-        self, db: Connection, user: ConnectUser, token_digest: bytes, now: float,
+        self, db: Connection, retailer_id: int, user_id: str, token_digest: bytes, now: float,
         banner: str | None,
     ) -> LinkOutcome:
+        found = await db.fetchrow(
+            f"SELECT {USER_COLUMNS} FROM connect_users WHERE retailer_id = ? AND user_id = ? "
+            "AND (purge_after IS NULL OR purge_after > ?)",
+            retailer_id, user_id, now,
+        )
+        if found is None:
+            return LinkOutcome.USER_NOT_FOUND
+        user = records.user(found)
+        if not user.active:
+            return LinkOutcome.USER_INACTIVE
         token = await db.fetchrow(
             "UPDATE tokens SET consumed_at = ? WHERE digest = ? AND retailer_id = ? "
             "AND account_id IS NOT NULL AND consumed_at IS NULL AND revoked_at IS NULL "
             "AND expires_at > ? RETURNING account_id",
-            now, token_digest, user.retailer_id, now,
+            now, token_digest, retailer_id, now,
         )
         if token is None:
-            return LinkOutcome.TOKEN_INVALID
+            raise _Undo(LinkOutcome.TOKEN_INVALID)
         account_id = token[0]
         previous = await db.fetchrow(
             "SELECT account_id FROM links WHERE connect_user_pk = ?", user.pk
         )
         try:
-            written = await db.execute(
+            await db.execute(
                 "INSERT INTO links (connect_user_pk, retailer_id, account_id, linked_at, banner) "
-                "SELECT CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), "
-                "CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT) "
-                "WHERE EXISTS (SELECT 1 FROM connect_users WHERE pk = ? AND active = true) "
-                "ON CONFLICT (connect_user_pk) DO UPDATE SET account_id = excluded.account_id, "
-                "linked_at = excluded.linked_at, banner = excluded.banner",
-                user.pk, user.retailer_id, account_id, now, banner, user.pk,
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (connect_user_pk) DO UPDATE SET "
+                "account_id = excluded.account_id, linked_at = excluded.linked_at, "
+                "banner = excluded.banner",
+                user.pk, retailer_id, account_id, now, banner,
             )
         except Exception as exc:
             if self.db.is_unique_violation(exc):  # the isolation rule, enforced by the index
                 raise _Undo(LinkOutcome.ACCOUNT_TAKEN) from exc
             raise
-        if written == 0:  # a privacy request won the race
-            raise _Undo(LinkOutcome.USER_INACTIVE)
         outcome = (
             LinkOutcome.LINKED if previous is None
             else LinkOutcome.RELINKED if previous[0] == account_id
@@ -366,14 +373,24 @@ class SQLStore:
                 await self._audit(db, user, now, "unlink", dropped[0], {"reason": reason})
         return dropped is not None
 
-    async def linked_account(self, user: ConnectUser) -> InstacartAccount | None:
-        return await self._one(
-            records.account,
-            "SELECT a.id, a.email, a.phone, a.membership_expires_at, a.created_at "
-            "FROM links l JOIN instacart_accounts a ON a.id = l.account_id "
-            "WHERE l.connect_user_pk = ?",
-            user.pk,
-        )
+    _FIND_LINK = (
+        f"SELECT {records.of('u', USER_COLUMNS)}, {records.of('a', ACCOUNT_COLUMNS)} "
+        "FROM connect_users u LEFT JOIN links l ON l.connect_user_pk = u.pk "
+        "LEFT JOIN instacart_accounts a ON a.id = l.account_id "
+        "WHERE u.retailer_id = ? AND u.user_id = ? AND (u.purge_after IS NULL OR u.purge_after > ?)"
+    )
+    _USER_WIDTH = len(USER_COLUMNS.split(", "))
+
+    async def find_link(
+        self, retailer_id: int, user_id: str, now: float
+    ) -> tuple[ConnectUser, InstacartAccount | None] | None:
+        async with self.db.connection() as db:
+            row = await db.fetchrow(self._FIND_LINK, retailer_id, user_id, now)
+        if row is None:
+            return None
+        width = self._USER_WIDTH
+        linked = row[width] is not None
+        return records.user(row[:width]), records.account(row[width:]) if linked else None
 
     # Instacart accounts -------------------------------------------------------------------------
     async def create_instacart_account(
