@@ -6,7 +6,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,15 +13,12 @@ from connectlink import jsonio
 from connectlink.errors import (
     REALM,
     BearerError,
-    ConnectError,
     ConnectLinkError,
     InternalError,
     InvalidClient,
     MethodNotAllowed,
-    NotFound,
     OAuthError,
     RateLimited,
-    RequestTooLarge,
     ServiceUnavailable,
 )
 
@@ -59,8 +55,7 @@ async def respond(handler: Handler, request: Request) -> Response:
 
     Anything unplanned is our fault: the documented 5000 envelope, and a log line for us that
     names the request by method and path only (headers, query and body may hold credentials).
-    Answering here, rather than in Starlette's ``ServerErrorMiddleware``, which re-raises, keeps
-    the client's keep-alive connection open.
+    The connection stays open for the client's next request.
     """
     try:
         return await handler(request)
@@ -69,31 +64,3 @@ async def respond(handler: Handler, request: Request) -> Response:
     except Exception:
         log.exception("unexpected failure on %s %s", request.method, request.url.path)
         return error_response(InternalError())
-
-
-_BY_STATUS: dict[int, type[ConnectError]] = {404: NotFound, 413: RequestTooLarge}
-
-
-async def on_http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (routing) in the Connect envelope."""
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "").split(", ")
-        return error_response(MethodNotAllowed(", ".join(sorted(filter(None, allowed)))))
-    error_class = _BY_STATUS.get(exc.status_code)
-    if error_class is not None:
-        return error_response(error_class())
-    log.warning("unmapped HTTP status %s on %s", exc.status_code, request.url.path)
-    return error_response(InternalError())
-
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    """A failure outside any handler (Starlette's own machinery): still the 5000 envelope."""
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return error_response(InternalError())
-
-
-EXCEPTION_HANDLERS: dict[Any, Any] = {
-    HTTPException: on_http_exception,
-    Exception: on_unexpected,
-}

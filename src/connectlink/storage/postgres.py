@@ -23,7 +23,9 @@ from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
 
 CONNECT_TIMEOUT = 5.0
-ACQUIRE_TIMEOUT = 10.0
+# No timeout on pool.acquire(): asyncpg implements it with wait_for, a task per request (a tenth
+# of the link path's time). Waits stay bounded all the same: a new connection gives up after
+# CONNECT_TIMEOUT, and a busy one frees up within COMMAND_TIMEOUT.
 COMMAND_TIMEOUT = 30.0
 _MIGRATIONS_LOCK = 0x636C6E6B  # "clnk": one advisory lock for schema upgrades
 
@@ -49,6 +51,13 @@ def _count(status: str) -> int:
     """Rows touched, from a command tag such as ``INSERT 0 1`` or ``UPDATE 3``."""
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset on release (``RESET ALL``, ``UNLISTEN *``, advisory unlock,
+    ``CLOSE ALL``): a round trip per query on the hot path, for session state this code never
+    leaves behind (no SET, LISTEN, session locks or cursors; every transaction is closed by its
+    ``async with``)."""
 
 
 class PostgresConnection:
@@ -82,13 +91,14 @@ class PostgresEngine:
         pool = await asyncpg.create_pool(
             url, min_size=min(2, pool_size), max_size=pool_size, timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT, server_settings={"application_name": "connectlink"},
+            reset=_nothing_to_reset,
         )
         return cls(pool)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:
         try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, conn.transaction():
+            async with self._pool.acquire() as conn, conn.transaction():
                 yield PostgresConnection(conn)
         except UNAVAILABLE as exc:
             raise ServiceUnavailable() from exc
@@ -96,7 +106,7 @@ class PostgresEngine:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PostgresConnection]:
         try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            async with self._pool.acquire() as conn:
                 yield PostgresConnection(conn)
         except UNAVAILABLE as exc:
             raise ServiceUnavailable() from exc
