@@ -261,14 +261,14 @@ def main() -> int:
         work = Path(tmp)
         results.append(bench_baseline("baseline (start)", 1, args))
         bench_connectlink("SQLite", f"sqlite:///{work / 'bench.db'}", 1, args, work, results,
-                          "baseline", rate=6000, reads=True)
+                          "baseline", rate=3500, reads=True)
         if not args.skip_prism:
             results.append(bench_prism(args))
         if not args.skip_postgres:
             results.append(bench_baseline("baseline, 2 workers", 2, args))
             with postgres_schema() as url:
                 bench_connectlink("PostgreSQL, 2 workers", url, 2, args, work, results,
-                                  "baseline, 2 workers", rate=4000, reads=False)
+                                  "baseline, 2 workers", rate=1500, reads=False)
         results.append(bench_baseline("baseline (end)", 1, args))
 
     report = table(results, args)

@@ -23,7 +23,7 @@ from connectlink.models import (
     ConnectUser,
     UserFields,
 )
-from connectlink.storage import Store, open_store
+from connectlink.storage import Store, using_store
 
 DAY = 86_400
 YEAR = 365 * DAY
@@ -55,8 +55,8 @@ async def _pair(store: Store, retailer_id: int, client_pk: int, n: int, tag: str
 
 async def seed(database_url: str, pairs: int, pairs_file: Path, concurrency: int = 16) -> Seeded:
     """A retailer, a bearer, one linked user, and ``pairs`` (user, token) lines in a file."""
-    store = await open_store(database_url, "upgrade", pool_size=concurrency)
-    try:
+
+    async def fill(store: Store) -> Seeded:
         clock = SystemClock()
         now = clock.now()
         shop = await retailers.create(store, clock, "Bench", [REDIRECT_URI])
@@ -76,18 +76,16 @@ async def seed(database_url: str, pairs: int, pairs_file: Path, concurrency: int
             lines += [f"{user.user_id} {token}" for user, token in batch]
         pairs_file.write_text("\n".join(lines) + "\n")
         return Seeded(shop.client.client_id, shop.client_secret, bearer, linked.user_id)
-    finally:
-        await store.close()
+
+    return await using_store(database_url, fill, "upgrade", pool_size=concurrency)
 
 
 async def filler(database_url: str, links: int) -> None:
     """``links`` more links under a retailer of their own, inserted in bulk."""
-    store = await open_store(database_url, "upgrade")
-    try:
-        clock = SystemClock()
-        shop = await retailers.create(store, clock, "Filler", [REDIRECT_URI])
-    finally:
-        await store.close()
+    clock = SystemClock()
+    shop = await using_store(
+        database_url, lambda store: retailers.create(store, clock, "Filler", [REDIRECT_URI]),
+        "upgrade")
     now = clock.now()
     if database_url.startswith("sqlite"):
         _sqlite_filler(database_url, shop.retailer.id, links, now)

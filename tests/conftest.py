@@ -18,7 +18,7 @@ import pytest
 
 from connectlink.clock import ManualClock
 from connectlink.settings import Settings
-from connectlink.storage import open_store
+from connectlink.storage import using_store
 from support import Emulator, Retailer, ThreadServer
 
 START = 1_790_000_000.0  # 2026-09-21, a fixed instant so times in bodies are predictable
@@ -62,11 +62,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def upgraded(database_url: str) -> str:
-    async def upgrade() -> None:
-        store = await open_store(database_url, "upgrade")
-        await store.close()
-
-    asyncio.run(upgrade())
+    asyncio.run(using_store(database_url, lambda store: store.count_retailers(), "upgrade"))
     return database_url
 
 

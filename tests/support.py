@@ -16,7 +16,7 @@ from connectlink.linking import retailers
 from connectlink.oauth import pkce
 from connectlink.server.app import create_app
 from connectlink.settings import Settings
-from connectlink.storage import Store, open_store
+from connectlink.storage import Store, using_store
 
 REDIRECT_URI = "https://shop.example/account/instacart/callback"
 OTHER_REDIRECT_URI = "https://shop.example/checkout/instacart"
@@ -169,17 +169,10 @@ class Emulator:
     def database_url(self) -> str:
         return self.server.settings.database_url
 
-    def run(self, coroutine_of_store: Any) -> Any:
-        """Run ``fn(store)`` on a second connection to the same database (operator actions)."""
-
-        async def go() -> Any:
-            store: Store = await open_store(self.database_url)
-            try:
-                return await coroutine_of_store(store)
-            finally:
-                await store.close()
-
-        return asyncio.run(go())
+    def run(self, action: Any) -> Any:
+        """Run ``action(store)`` on a second connection to the same database (operator
+        actions)."""
+        return asyncio.run(using_store(self.database_url, action))
 
     def retailer(self, *redirect_uris: str, require_pkce: bool = False) -> Retailer:
         self._count += 1
@@ -366,11 +359,4 @@ def seed(database_url: str, n: int, now: float | None = None) -> Seeded:
             pairs.append((f"s{i}", token, account.id))
         return Seeded(shop.retailer.id, bearer, pairs)
 
-    async def run() -> Seeded:
-        store = await open_store(database_url)
-        try:
-            return await go(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return asyncio.run(using_store(database_url, go))

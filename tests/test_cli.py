@@ -10,8 +10,7 @@ from pathlib import Path
 
 from conftest import upgraded
 from connectlink import security
-from connectlink.models import OAuthClient
-from connectlink.storage import migrations, open_store
+from connectlink.storage import migrations, using_store
 from support import Emulator, Retailer, cli, engine_of
 
 
@@ -25,18 +24,10 @@ def test_retailers_create_json_prints_one_object(database_url: str) -> None:
     assert list(created) == ["retailer_id", "client_id", "client_secret"]
     assert isinstance(created["retailer_id"], int)
 
-    client = asyncio.run(_client(url, created["client_id"]))
+    client = asyncio.run(using_store(url, lambda store: store.get_client(created["client_id"])))
     assert client is not None
     assert client.redirect_uris == ("https://a.example/cb", "https://b.example/cb")
     assert security.matches(created["client_secret"], client.secret_digest)
-
-
-async def _client(url: str, client_id: str) -> OAuthClient | None:
-    store = await open_store(url)
-    try:
-        return await store.get_client(client_id)
-    finally:
-        await store.close()
 
 
 def test_database_url_from_the_environment(tmp_path: Path) -> None:

@@ -12,16 +12,12 @@ from connectlink import security
 from connectlink.clock import ManualClock
 from connectlink.linking import retailers
 from connectlink.models import AccessToken, UserFields
-from connectlink.storage import Store, migrations, open_store
+from connectlink.storage import Schema, Store, migrations, open_store, using_store
 from support import engine_of, execute_sql
 
 
-async def _with(url: str, action: Any, schema: Any = "as-is") -> Any:
-    store = await open_store(url, schema)
-    try:
-        return await action(store)
-    finally:
-        await store.close()
+def _with(url: str, action: Any, schema: Schema = "as-is") -> Any:
+    return using_store(url, action, schema)
 
 
 async def _fill_version_1(store: Store) -> dict[str, Any]:

@@ -157,17 +157,21 @@ async def _drive(
     started = time.monotonic()
     headers = {"Authorization": f"Bearer {bearer}"}
 
+    def note(response: httpx.Response) -> None:
+        """Each answer at the time it arrived: a request sent just before the outage may well
+        come back during it."""
+        results.append((time.monotonic() - started, response.status_code, response.json(),
+                        response.headers.get("retry-after")))
+
     async def client(http: httpx.AsyncClient, n: int) -> None:
         version = 0
-        while (t := time.monotonic() - started) < LOAD_ENDS:
+        while time.monotonic() - started < LOAD_ENDS:
             version += 1
-            write = await http.post("/v2/fulfillment/users", headers=headers,
-                                    json={"user_id": f"c{n}", "first_name": f"v{version}"})
-            results.append((t, write.status_code, write.json(), write.headers.get("retry-after")))
+            note(await http.post("/v2/fulfillment/users", headers=headers,
+                                 json={"user_id": f"c{n}", "first_name": f"v{version}"}))
             read = await http.get(f"/v2/fulfillment/users/c{n}", headers=headers)
             if read.status_code != 400:  # 400: the write before it did not happen (outage)
-                results.append((time.monotonic() - started, read.status_code, read.json(),
-                                read.headers.get("retry-after")))
+                note(read)
             await asyncio.sleep(0.01)
 
     async def schedule() -> None:

@@ -16,7 +16,7 @@ from connectlink.clock import SystemClock
 from connectlink.errors import UserNotFound
 from connectlink.linking import links, retailers
 from connectlink.settings import DEFAULT_DATABASE_URL, Settings
-from connectlink.storage import Schema, Store, migrations, open_store
+from connectlink.storage import Schema, Store, migrations, using_store
 
 DEMO_NAME = "Demo Retailer"
 DEMO_REDIRECT_URI = "http://localhost:3000/account/instacart/callback"
@@ -35,7 +35,7 @@ async def _create_retailer(
             return None
         return await retailers.create(store, SystemClock(), name, redirect_uris, require_pkce)
 
-    result: retailers.NewRetailer | None = await _with_store(url, create, schema)
+    result: retailers.NewRetailer | None = await using_store(url, create, schema)
     return result
 
 
@@ -43,7 +43,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     async def upgrade(store: Store) -> list[int]:
         return await migrations.upgrade(store)
 
-    applied = asyncio.run(_with_store(_database(args), upgrade, "as-is"))
+    applied = asyncio.run(using_store(_database(args), upgrade, "as-is"))
     print(f"applied {', '.join(map(str, applied))}" if applied else "already up to date")
     return 0
 
@@ -64,18 +64,10 @@ def cmd_retailers_create(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_store(url: str, action: Any, schema: Schema = "check") -> Any:
-    store = await open_store(url, schema)
-    try:
-        return await action(store)
-    finally:
-        await store.close()
-
-
 def cmd_links_unlink(args: argparse.Namespace) -> int:
     """The operator's unlink, as Instacart customer service would do it (decisions.md)."""
     try:
-        unlinked = asyncio.run(_with_store(_database(args), lambda store: links.unlink(
+        unlinked = asyncio.run(using_store(_database(args), lambda store: links.unlink(
             store, SystemClock(), args.retailer_id, args.user_id)))
     except UserNotFound:
         print(f"connectlink: retailer {args.retailer_id} has no user {args.user_id!r}",
@@ -86,7 +78,7 @@ def cmd_links_unlink(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    trail = asyncio.run(_with_store(
+    trail = asyncio.run(using_store(
         _database(args), lambda store: store.audit_trail(args.retailer_id)))
     for at, action, user_id, account_id in trail:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
@@ -127,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"  {key}: {value}")
             print(f"  redirect_uri: {DEMO_REDIRECT_URI}", flush=True)
     else:
-        asyncio.run(_with_store(settings.database_url, _nothing, schema))
+        asyncio.run(using_store(settings.database_url, _nothing, schema))
     os.environ.update(settings.to_env())  # worker processes rebuild the settings from these
     uvicorn.run(
         "connectlink.server.app:app_from_env",

@@ -5,17 +5,8 @@ from __future__ import annotations
 from connectlink import security
 from connectlink.errors import ExpiredToken, InsufficientScope, InvalidToken, RevokedToken
 from connectlink.models import AccessToken
+from connectlink.oauth import headers
 from connectlink.storage.base import Store
-
-
-def token_in(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer`` header (section 2.1), if there is one."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return value.strip()
 
 
 async def authenticate(
@@ -25,7 +16,7 @@ async def authenticate(
 
     Linking tokens are never bearers: they only travel in a link request's body.
     """
-    value = token_in(authorization)
+    value = headers.credentials(authorization, "bearer")  # section 2.1
     if value is None:
         raise InvalidToken(token_sent=False)
     token = await store.get_token(security.digest(value)) if value else None

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from connectlink import jsonio
 from connectlink.errors import InvalidClient, InvalidRequest, QueryParamsForbidden
+from connectlink.oauth import headers
 
 CREDENTIAL_PARAMS = frozenset({"client_id", "client_secret"})
 
@@ -96,13 +97,11 @@ def _form_params(body: bytes) -> dict[str, str]:
 
 
 def _basic_credentials(authorization: str | None) -> ClientCredentials | None:
-    if not authorization:
-        return None
-    scheme, _, encoded = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
+    encoded = headers.credentials(authorization, "basic")
+    if encoded is None:
         return None
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise InvalidClient(basic_challenge=True) from None
     client_id, sep, client_secret = decoded.partition(":")

@@ -28,6 +28,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 # RFC 6749 section 5.1: token responses, and their errors, must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
+
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
 from connectlink.storage import migrations
 from connectlink.storage.base import Store
@@ -40,4 +41,19 @@ async def open_store(url: str, schema: Schema = "check", pool_size: int = 10) ->
     return store
 
 
-__all__ = ["Schema", "Store", "migrations", "open_store"]
+T = TypeVar("T")
+
+
+async def using_store(
+    url: str, action: Callable[[Store], Awaitable[T]], schema: Schema = "check",
+    pool_size: int = 10,
+) -> T:
+    """Open the store, run ``action`` on it, close it (for the CLI, tools and tests)."""
+    store = await open_store(url, schema, pool_size)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+__all__ = ["Schema", "Store", "migrations", "open_store", "using_store"]
