@@ -93,9 +93,6 @@ class _Undo(Exception):
         self.outcome = outcome
 
 
-_LINKED = frozenset({LinkOutcome.LINKED, LinkOutcome.RELINKED, LinkOutcome.REPLACED})
-
-
 class SQLStore:
     """Every ``Store`` verb, on whichever ``Engine`` it is given."""
 
