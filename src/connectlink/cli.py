@@ -118,6 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             for key, value in demo.credentials().items():
                 print(f"  {key}: {value}")
             print(f"  redirect_uri: {DEMO_REDIRECT_URI}", flush=True)
+        else:
+            print("The database has retailers already; their secrets were shown when they were "
+                  "made. `connectlink retailers create --name N --redirect-uri U` makes another.",
+                  flush=True)
     else:
         asyncio.run(using_store(settings.database_url, _nothing, schema))
     os.environ.update(settings.to_env())  # worker processes rebuild the settings from these
