@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +48,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     baseline: str = "baseline"
-    notes: list[str] = field(default_factory=list)
 
     @property
     def rps(self) -> float:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import uvicorn
 
@@ -60,7 +68,6 @@ class ThreadServer:
 @dataclass
 class Retailer:
     """One retailer's OAuth client, driving the API the way an integration would."""
-
     http: httpx.Client
     credentials: dict[str, Any]
     redirect_uris: list[str]
@@ -156,7 +163,6 @@ class Retailer:
 @dataclass
 class Emulator:
     """A running server, its clock, and a way to make retailers in its database."""
-
     server: ThreadServer
     http: httpx.Client
     _count: int = 0
@@ -189,10 +195,6 @@ class ServeProcess:
     """``connectlink serve`` as a user runs it: a real process on a real port."""
 
     def __init__(self, database_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
-        import os
-        import subprocess
-        import sys
-
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -208,8 +210,6 @@ class ServeProcess:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 20) -> None:
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -223,16 +223,11 @@ class ServeProcess:
 
     def kill_9(self) -> None:
         """Crash the server and all its workers, as a power cut or OOM kill would."""
-        import os
-        import signal
-
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=20)
 
     def stop(self) -> str:
         """Stop the server gracefully and return everything it printed."""
-        import signal
-
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
         output, _ = self.process.communicate(timeout=20)
@@ -241,9 +236,6 @@ class ServeProcess:
 
 def cli(*args: str) -> str:
     """Run ``connectlink ARGS`` and return its stdout (it must succeed)."""
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "connectlink", *args],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
@@ -252,8 +244,6 @@ def cli(*args: str) -> str:
 
 def new_retailer(http: httpx.Client, database_url: str, *redirect_uris: str) -> Retailer:
     """A retailer made the way an operator makes one: through the CLI."""
-    import json
-
     uris = list(redirect_uris or (REDIRECT_URI,))
     args = ["retailers", "create", "--name", "Test", "--database", database_url, "--json"]
     for uri in uris:
@@ -264,7 +254,6 @@ def new_retailer(http: httpx.Client, database_url: str, *redirect_uris: str) -> 
 def query_sql(database_url: str, statement: str) -> list[tuple[Any, ...]]:
     """Run one statement on a second connection (to inspect, or to break things on purpose)."""
     if engine_of(database_url) == "sqlite":
-        import sqlite3
 
         from connectlink.storage.sqlite import path_from_url
 
@@ -272,8 +261,6 @@ def query_sql(database_url: str, statement: str) -> list[tuple[Any, ...]]:
             return db.execute(statement).fetchall()
 
     async def run() -> list[tuple[Any, ...]]:
-        import asyncpg
-
         connection = await asyncpg.connect(database_url)
         try:
             return [tuple(row) for row in await connection.fetch(statement)]
@@ -303,8 +290,6 @@ def stored_bytes(database_url: str) -> tuple[bytes, Any]:
         return b"".join(p.read_bytes() for p in files), lambda digest: digest
 
     async def dump() -> bytes:
-        import asyncpg
-
         connection = await asyncpg.connect(database_url)
         try:
             tables = await connection.fetch(
@@ -330,8 +315,6 @@ class Seeded:
 
 
 def seed(database_url: str, n: int, now: float | None = None) -> Seeded:
-    import time
-
     from connectlink import security
     from connectlink.clock import SystemClock
     from connectlink.models import AccessToken, UserFields

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -21,10 +21,12 @@ class Context:
     settings: Settings
     clock: Clock
     store: Store | None = None  # opened by the lifespan unless injected
+    lifetimes: TokenLifetimes = field(init=False)
 
-    @property
-    def lifetimes(self) -> TokenLifetimes:
-        return TokenLifetimes(self.settings.access_token_ttl, self.settings.linking_token_ttl)
+    def __post_init__(self) -> None:
+        self.lifetimes = TokenLifetimes(
+            self.settings.access_token_ttl, self.settings.linking_token_ttl
+        )
 
     @property
     def db(self) -> Store:

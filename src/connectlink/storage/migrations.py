@@ -16,8 +16,12 @@ class Migration:
     sql: str
 
     def statements(self) -> list[str]:
-        """The file's statements, for engines that take one at a time."""
-        return [s.strip() for s in self.sql.split(";\n") if s.strip()]
+        return statements(self.sql)
+
+
+def statements(sql: str) -> list[str]:
+    """A migration file's statements, for engines that take one at a time."""
+    return [s.strip() for s in sql.split(";\n") if s.strip()]
 
 
 class SchemaOutOfDate(RuntimeError):

@@ -262,15 +262,16 @@ class SQLStore:
             assert row is not None
         return records.user(row)
 
+    # A user past its privacy retention is purged: it no longer exists for any caller.
+    _FIND_USER = (
+        f"SELECT {USER_COLUMNS} FROM connect_users WHERE retailer_id = ? AND user_id = ? "
+        "AND (purge_after IS NULL OR purge_after > ?)"
+    )
+
     async def get_connect_user(
         self, retailer_id: int, user_id: str, now: float
     ) -> ConnectUser | None:
-        return await self._one(
-            records.user,
-            f"SELECT {USER_COLUMNS} FROM connect_users WHERE retailer_id = ? AND user_id = ? "
-            "AND (purge_after IS NULL OR purge_after > ?)",
-            retailer_id, user_id, now,
-        )
+        return await self._one(records.user, self._FIND_USER, retailer_id, user_id, now)
 
     async def deactivate_connect_user(
         self, user: ConnectUser, now: float, purge_after: float, reason: str
@@ -314,11 +315,7 @@ class SQLStore:
         self, db: Connection, retailer_id: int, user_id: str, token_digest: bytes, now: float,
         banner: str | None,
     ) -> LinkOutcome:
-        found = await db.fetchrow(
-            f"SELECT {USER_COLUMNS} FROM connect_users WHERE retailer_id = ? AND user_id = ? "
-            "AND (purge_after IS NULL OR purge_after > ?)",
-            retailer_id, user_id, now,
-        )
+        found = await db.fetchrow(self._FIND_USER, retailer_id, user_id, now)
         if found is None:
             return LinkOutcome.USER_NOT_FOUND
         user = records.user(found)

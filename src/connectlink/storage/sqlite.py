@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connectlink.errors import ServiceUnavailable
-from connectlink.storage.migrations import Migration
+from connectlink.storage.migrations import statements
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
 
@@ -59,7 +59,7 @@ class SQLiteConnection:
         return self._db.execute(sql, args).rowcount
 
     async def script(self, sql: str) -> None:
-        for statement in Migration(0, "", sql).statements():
+        for statement in statements(sql):
             self._db.execute(statement)
 
 
