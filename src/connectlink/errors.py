@@ -13,7 +13,9 @@ SDK uses ``CONNECT_ERRORS`` and ``OAUTH_ERRORS`` to raise the same classes from 
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 
 class ConnectLinkError(Exception):
@@ -251,6 +253,146 @@ class UnauthorizedRevoke(OAuthError):
     status = 403
     error = "unauthorized_client"
     description = "You are not authorized to revoke this token"
+
+
+# --------------------------------------------------------------------------------------------
+# RFC 6749 section 4.1.2.1: the authorization endpoint (the Login pages and the sandbox's consent)
+
+
+class AuthorizationError(ConnectLinkError):
+    """An authorization request refused. ``parameter`` names the request parameter at fault
+    and ``blank`` says it was missing, so the sandbox can answer in Connect field errors."""
+
+    error: ClassVar[str]
+    description: ClassVar[str]
+
+    def __init__(self, parameter: str | None = None, blank: bool = False) -> None:
+        super().__init__(self.description)
+        self.parameter = parameter
+        self.blank = blank
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class FatalAuthorizationError(AuthorizationError):
+    """Shown to the shopper and never redirected: without a trusted client and a registered
+    redirect URI there is nowhere safe to send the error (RFC 6749 section 4.1.2.1, RFC 6819
+    section 4.2.4). ``title`` and ``advice`` are what the error page says."""
+
+    title: ClassVar[str]
+    advice: ClassVar[str]
+
+
+class UnknownClient(FatalAuthorizationError):
+    error = "invalid_client"
+    description = InvalidClient.description
+    title = "This link is not valid"
+    advice = (
+        "The store that sent you here is not registered with Instacart. Go back to the store "
+        "and try again, or contact its customer service."
+    )
+
+
+class InvalidRedirectUri(FatalAuthorizationError):
+    error = "invalid_redirect_uri"
+    description = "The requested redirect uri is malformed or doesn't match client redirect URI."
+    title = "This link is not valid"
+    advice = (
+        "The store asked Instacart to send you back to an address it has not registered, so "
+        "Instacart will not send you there. Go back to the store and try again."
+    )
+
+
+class RedirectableAuthorizationError(AuthorizationError):
+    """Sent back to the client's registered redirect URI with ``state`` (section 4.1.2.1)."""
+
+    def __init__(
+        self, redirect_uri: str, state: str | None, parameter: str | None = None,
+        blank: bool = False,
+    ) -> None:
+        super().__init__(parameter, blank)
+        self.redirect_uri = redirect_uri
+        self.state = state
+
+    def location(self) -> str:
+        params = {"error": self.error, "error_description": self.description}
+        if self.state is not None:
+            params["state"] = self.state
+        return with_query(self.redirect_uri, params)
+
+
+class UnsupportedResponseType(RedirectableAuthorizationError):
+    error = "unsupported_response_type"
+    description = "The authorization server does not support this response type."
+
+
+class InvalidAuthorizationScope(RedirectableAuthorizationError):
+    error = "invalid_scope"
+    description = InvalidScope.description
+
+
+class InvalidAuthorizationRequest(RedirectableAuthorizationError):
+    error = "invalid_request"
+    description = InvalidRequest.description
+
+
+class AccessDenied(RedirectableAuthorizationError):
+    error = "access_denied"
+    description = "The resource owner or authorization server denied the request."
+
+
+def with_query(uri: str, params: dict[str, str]) -> str:
+    """``uri`` with ``params`` added to its query; the query it has is kept (section 3.1.2)."""
+    parts = urlsplit(uri)
+    extra = urlencode(params)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit(parts._replace(query=query))
+
+
+# --------------------------------------------------------------------------------------------
+# The Login pages' own refusals (decisions.md "Login with Instacart")
+
+
+class PageError(ConnectLinkError):
+    """A refusal that only a browser sees; ``title`` and ``advice`` are the page's words."""
+
+    error: ClassVar[str]
+    title: ClassVar[str]
+    advice: ClassVar[str]
+
+    def __init__(self) -> None:
+        super().__init__(self.title)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.title}
+
+
+class CsrfRejected(PageError):
+    """A form posted without its session's CSRF token, or with another one."""
+
+    status = 403
+    error = "csrf_rejected"
+    title = "This form has expired"
+    advice = (
+        "For your security, Instacart only accepts this form from the page that showed it. "
+        "Go back to the store and start again."
+    )
+
+
+class LoginLocked(PageError):
+    """Too many failed sign-ins for this account or from this address; ``until`` is when the
+    lock ends (epoch seconds)."""
+
+    status = 429
+    error = "login_locked"
+    title = "Too many sign-in attempts"
+    advice = "For your security, signing in is paused for a while."
+
+    def __init__(self, until: float, now: float) -> None:
+        super().__init__()
+        self.until = until
+        self.retry_after = max(1, math.ceil(until - now))
 
 
 # --------------------------------------------------------------------------------------------

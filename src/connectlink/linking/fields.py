@@ -47,7 +47,7 @@ class FieldReader:
 
     def required(self, key: str, rule: Rule = anything) -> str:
         value = self.optional(key, rule)
-        if value is None and not self._failed(key):
+        if value is None and not self.errors_for(key):
             self.errors.append(Blank(key))
         return value or ""
 
@@ -69,5 +69,6 @@ class FieldReader:
             return False
         return value
 
-    def _failed(self, key: str) -> bool:
+    def errors_for(self, key: str) -> bool:
+        """Has ``key`` failed already?"""
         return any(error.key == key for error in self.errors)

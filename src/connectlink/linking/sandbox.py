@@ -17,8 +17,8 @@ from connectlink.errors import (
     combine,
 )
 from connectlink.linking import fields
-from connectlink.models import AUTHORIZATION_CODE, InstacartAccount, OAuthClient
-from connectlink.oauth import codes, pkce, scopes
+from connectlink.models import InstacartAccount, OAuthClient
+from connectlink.oauth import authorize as authorization
 from connectlink.storage.base import Store
 
 YEAR = 365 * 86_400
@@ -54,6 +54,10 @@ def parse_account_id(raw: str) -> int:
     return int(raw)
 
 
+# The body's fields, in the order their errors are listed (decisions.md "Envelopes").
+_AUTHORIZE_FIELDS = ("redirect_uri", "scope", "code_challenge", "code_challenge_method")
+
+
 async def authorize(
     store: Store,
     clock: Clock,
@@ -63,33 +67,28 @@ async def authorize(
     body: Mapping[str, Any],
 ) -> str:
     """``POST .../instacart_users/{id}/authorize``: the account consents to ``client``; returns
-    the authorization code. Extra fields the tutorial sends (``state``, ``hint``...) are ignored.
+    the authorization code. The consent is decided by ``oauth.authorize``, as for the Login
+    pages; its problems come back as Connect field errors. Extra fields the tutorial sends
+    (``response_type``, ``client_id``, ``state``, ``hint``...) are ignored.
     """
     account = await store.get_instacart_account(parse_account_id(raw_account_id))
     if account is None:
         raise InvalidSandboxUserId()
     reader = fields.FieldReader(body)
-    redirect_uri = reader.required("redirect_uri", lambda uri: uri in client.redirect_uris)
-    requested = reader.required("scope")
-    challenge = reader.optional("code_challenge", pkce.well_formed)
-    method = reader.optional("code_challenge_method", lambda m: m in pkce.METHODS)
-    granted = scopes.consented(
-        scopes.parse(requested) or frozenset(), client.scopes_for(AUTHORIZATION_CODE) or frozenset()
+    values = {name: reader.optional(name) for name in _AUTHORIZE_FIELDS}
+    if values["scope"] is None and not reader.errors_for("scope"):
+        reader.errors.append(Blank("scope"))  # the sandbox has no default scope
+    request = authorization.AuthorizationRequest(
+        client_id=client.client_id, redirect_uri=values["redirect_uri"], scope=values["scope"],
+        code_challenge=values["code_challenge"],
+        code_challenge_method=values["code_challenge_method"],
     )
-    if requested and granted is None:
-        reader.errors.append(Invalid("scope"))
-    if challenge is None and not reader.errors and (client.require_pkce or method is not None):
-        reader.errors.append(Blank("code_challenge"))
-    error = combine(reader.errors)
-    if error is not None or granted is None:
-        raise error or Invalid("scope")
-    return await codes.issue(
-        store,
-        clock.now(),
-        code_ttl,
-        client,
-        account.id,
-        redirect_uri,
-        granted,
-        (challenge, method or "plain") if challenge is not None else None,
-    )
+    for problem in authorization.problems(client, request):
+        key = problem.parameter
+        if key is not None and not reader.errors_for(key):  # one error a field
+            reader.errors.append((Blank if problem.blank else Invalid)(key))
+    error = combine(sorted(reader.errors, key=lambda e: _AUTHORIZE_FIELDS.index(e.key or "")))
+    if error is not None:
+        raise error
+    allowed = authorization.consent(client, request)
+    return await authorization.grant(store, clock.now(), code_ttl, allowed, account.id)
