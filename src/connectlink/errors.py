@@ -380,6 +380,22 @@ class CsrfRejected(PageError):
     )
 
 
+class MalformedForm(PageError):
+    status = 400
+    error = "malformed_form"
+    title = "This form could not be read"
+    advice = "Go back to the store and start again."
+
+
+class IncorrectLogin(PageError):
+    """Decisions.md: the same words whether the email or the password was wrong."""
+
+    status = 422
+    error = "incorrect_login"
+    title = "Incorrect email or password."
+    advice = "Check your email and password and try again."
+
+
 class LoginLocked(PageError):
     """Too many failed sign-ins for this account or from this address; ``until`` is when the
     lock ends (epoch seconds)."""

@@ -111,6 +111,26 @@ class InstacartAccount:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class LoginThrottle:
+    """Failed web sign-ins of one subject (an account's email, or a client address)."""
+
+    subject: str
+    failures: tuple[float, ...] = ()  # when, oldest first, within the counting window
+    locked_until: float | None = None
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+    def failed(self, now: float, window: float, limit: int, lock_for: float) -> LoginThrottle:
+        """One more failure at ``now``; the ``limit``-th within ``window`` locks the subject
+        for ``lock_for`` and starts the count afresh."""
+        recent = (*(t for t in self.failures if t > now - window), now)
+        if len(recent) >= limit:
+            return LoginThrottle(self.subject, (), now + lock_for)
+        return LoginThrottle(self.subject, recent, self.locked_until)
+
+
 class LinkOutcome(enum.Enum):
     """What a link attempt did; the storage layer decides it atomically."""
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///var/connectlink.db"
 DAY = 86_400
+MIN_SECRET_KEY = 32
 
 
 def _flag(value: str) -> bool:
@@ -29,13 +30,28 @@ class Settings:
     code_ttl: int = 600  # decisions.md: 10 minutes
     privacy_retention: int = 30 * DAY
     pool_size: int = 10  # PostgreSQL connections per worker process
+    # Signs the Login pages' session cookies. The emulator makes one on first start and keeps it
+    # in the database; the production profile refuses to start without one.
+    secret_key: str | None = field(default=None, repr=False)
+    session_ttl: int = 12 * 3600  # decisions.md: a Login session lasts 12 hours
+
+    def __post_init__(self) -> None:
+        if self.profile == "production" and not self.secret_key:
+            raise ValueError(
+                "the production profile needs CONNECTLINK_SECRET_KEY, a long random string "
+                "that signs Login sessions; make one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_KEY:
+            raise ValueError(
+                f"CONNECTLINK_SECRET_KEY must be at least {MIN_SECRET_KEY} characters long"
+            )
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> Settings:
         if profile not in {"emulator", "production"}:
             raise ValueError(f"unknown profile {profile!r} (emulator or production)")
-        base = cls(profile=profile, sandbox=profile == "emulator")
-        return replace(base, **overrides)
+        return cls(**{"sandbox": profile == "emulator", **overrides, "profile": profile})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -50,6 +66,8 @@ class Settings:
             values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
         if "CONNECTLINK_POOL_SIZE" in env:
             values["pool_size"] = int(env["CONNECTLINK_POOL_SIZE"])
+        if env.get("CONNECTLINK_SECRET_KEY"):
+            values["secret_key"] = env["CONNECTLINK_SECRET_KEY"]
         if "CONNECTLINK_PRIVACY_RETENTION" in env:
             values["privacy_retention"] = int(env["CONNECTLINK_PRIVACY_RETENTION"])
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -58,7 +76,8 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings in a worker process."""
-        return {
+        secret = {"CONNECTLINK_SECRET_KEY": self.secret_key} if self.secret_key else {}
+        return secret | {
             "CONNECTLINK_DATABASE_URL": self.database_url,
             "CONNECTLINK_PROFILE": self.profile,
             "CONNECTLINK_SANDBOX": "1" if self.sandbox else "0",

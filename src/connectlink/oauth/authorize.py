@@ -10,8 +10,8 @@ back to the registered redirect URI with ``state``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from connectlink.errors import (
     AccessDenied,
@@ -29,6 +29,10 @@ from connectlink.storage.base import Store
 
 # decisions.md: a Login URL without ``scope`` asks for account linking.
 DEFAULT_SCOPE = ACCOUNT_LINKING
+PARAMETERS = (
+    "response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
+    "code_challenge_method",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,26 +47,40 @@ class AuthorizationRequest:
     code_challenge: str | None = None
     code_challenge_method: str | None = None
 
+    # Section 3.1: parameters must not be included more than once; these were.
+    repeated: frozenset[str] = frozenset()
+
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> AuthorizationRequest:
-        """From a query string or form; an empty value counts as absent, except ``state``,
-        which goes back byte for byte."""
-        def value(name: str) -> str | None:
-            return params.get(name) or None
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> AuthorizationRequest:
+        """From a query string's or a form's pairs (others, such as a form's ``email``, are
+        left out). An empty value counts as absent, except ``state``: it goes back byte for
+        byte."""
+        values: dict[str, str] = {}
+        repeated = set()
+        for name, value in pairs:
+            if name in PARAMETERS:
+                if name in values:
+                    repeated.add(name)
+                values.setdefault(name, value)
+
+        def given(name: str) -> str | None:
+            return values.get(name) or None
 
         return cls(
-            client_id=value("client_id"),
-            redirect_uri=value("redirect_uri"),
-            response_type=params.get("response_type"),
-            scope=value("scope"),
-            state=params.get("state"),
-            code_challenge=value("code_challenge"),
-            code_challenge_method=value("code_challenge_method"),
+            client_id=given("client_id"),
+            redirect_uri=given("redirect_uri"),
+            response_type=values.get("response_type"),
+            scope=given("scope"),
+            state=values.get("state"),
+            code_challenge=given("code_challenge"),
+            code_challenge_method=given("code_challenge_method"),
+            repeated=frozenset(repeated),
         )
 
     def params(self) -> dict[str, str]:
         """The parameters that were given, to carry through a form or a URL."""
-        return {name: value for name, value in asdict(self).items() if value is not None}
+        return {name: getattr(self, name) for name in PARAMETERS
+                if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +113,17 @@ def problems(
 ) -> list[AuthorizationError]:
     """Everything wrong with ``request``: the fatal problem alone if there is one (nothing can
     be redirected then), else the redirectable ones in parameter order."""
-    if client is None:
+    repeated = request.repeated
+    if client is None or "client_id" in repeated:
         return [UnknownClient("client_id", blank=request.client_id is None)]
     uri = request.redirect_uri
-    if uri is None or uri not in client.redirect_uris:  # exact match (decisions.md)
+    # An exact match with a registered URI (decisions.md), never a prefix or a pattern.
+    if uri is None or uri not in client.redirect_uris or "redirect_uri" in repeated:
         return [InvalidRedirectUri("redirect_uri", blank=uri is None)]
     state = request.state
-    found: list[AuthorizationError] = []
+    found: list[AuthorizationError] = [
+        InvalidAuthorizationRequest(uri, state, name) for name in PARAMETERS if name in repeated
+    ]
     if request.response_type != "code":
         found.append(UnsupportedResponseType(uri, state, "response_type",
                                              blank=not request.response_type))

@@ -23,16 +23,26 @@ from connectlink.clock import Clock, SystemClock
 from connectlink.errors import InternalError, MethodNotAllowed, NotFound
 from connectlink.server.context import Context
 from connectlink.server.endpoints import links, oauth, sandbox, users
-from connectlink.server.render import Handler, error_response, log, respond
+from connectlink.server.pages import views
+from connectlink.server.render import (
+    Handler,
+    Renderer,
+    error_response,
+    log,
+    page_error_response,
+    respond,
+)
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
 
 
 class Endpoint:
-    """One path: its handler per method; any other method gets 405 with the full ``Allow``."""
+    """One path: its handler per method; any other method gets 405 with the full ``Allow``.
+    ``render`` gives errors their form: JSON envelopes for the API, pages for a browser."""
 
-    def __init__(self, by_method: dict[str, Handler]) -> None:
+    def __init__(self, by_method: dict[str, Handler], render: Renderer = error_response) -> None:
         self.by_method = by_method
+        self.render = render
         allowed = set(by_method) | ({"HEAD"} if "GET" in by_method else set())
         self.allow = ", ".join(sorted(allowed))
 
@@ -40,14 +50,19 @@ class Endpoint:
         method = scope["method"]
         handler = self.by_method.get("GET" if method == "HEAD" else method)
         if handler is None:
-            response = error_response(MethodNotAllowed(self.allow))
+            response = self.render(MethodNotAllowed(self.allow))
         else:
-            response = await respond(handler, Request(scope, receive))
+            response = await respond(handler, Request(scope, receive), self.render)
         await response(scope, receive, send)
 
 
 def route(path: str, **by_method: Handler) -> Route:
     return Route(path, Endpoint(by_method))
+
+
+def page(path: str, **by_method: Handler) -> Route:
+    """A route a browser visits: its errors are pages, or redirects back to the client."""
+    return Route(path, Endpoint(by_method, page_error_response))
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,6 +79,11 @@ def routes(settings: Settings) -> list[Route]:
         route("/v2/fulfillment/users/{user_id}", GET=users.read),
         route("/v2/fulfillment/users/{user_id}/link", POST=links.link, GET=links.membership),
         route("/v2/fulfillment/users/{user_id}/privacy_request", POST=users.privacy_request),
+        # "Login with Instacart" (section 2): the shopper's sign-in and consent, in a browser
+        page("/oauth/authorize", GET=views.authorize, POST=views.decide),
+        page("/oauth/sign_in", POST=views.sign_in),
+        page("/oauth/sign_out", POST=views.sign_out),
+        page("/oauth/assets/{name}", GET=views.asset),
     ]
     if settings.sandbox:
         table += [
@@ -140,6 +160,7 @@ def create_app(
         if opened:
             ctx.store = await open_store(settings.database_url, pool_size=settings.pool_size)
         try:
+            await ctx.start()
             yield
         finally:
             if opened and ctx.store is not None:

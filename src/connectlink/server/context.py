@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from connectlink import jsonio
+from connectlink import jsonio, security
 from connectlink.clock import Clock
 from connectlink.errors import MalformedJSON, RequestTooLarge
 from connectlink.models import AccessToken
 from connectlink.oauth import bearer
 from connectlink.oauth.grants import TokenLifetimes
+from connectlink.server.pages.session import SessionCookies
 from connectlink.settings import Settings
 from connectlink.storage.base import Store
 
@@ -22,6 +23,7 @@ class Context:
     clock: Clock
     store: Store | None = None  # opened by the lifespan unless injected
     lifetimes: TokenLifetimes = field(init=False)
+    sessions: SessionCookies | None = None  # the Login pages' cookies, keyed at startup
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(
@@ -32,6 +34,19 @@ class Context:
     def db(self) -> Store:
         assert self.store is not None, "the store opens in the app's lifespan"
         return self.store
+
+    @property
+    def pages(self) -> SessionCookies:
+        assert self.sessions is not None, "the secret key is read in the app's lifespan"
+        return self.sessions
+
+    async def start(self) -> None:
+        """Key the Login sessions: the configured secret key, else (the emulator) the one kept
+        in the database, made by whichever worker starts first."""
+        key = self.settings.secret_key or await self.db.server_secret(
+            "session_key", security.new_secret(), self.clock.now()
+        )
+        self.sessions = SessionCookies(key, self.settings.session_ttl)
 
 
 def context(request: Request) -> Context:

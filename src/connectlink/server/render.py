@@ -1,29 +1,39 @@
-"""The one place errors become responses. Every envelope on the wire is rendered here."""
+"""The one place errors become responses: every envelope on the wire, and every error a
+browser sees on the Login pages (a page, or a redirect back to the client), is rendered here."""
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from connectlink import jsonio
 from connectlink.errors import (
     REALM,
     BearerError,
+    ConnectError,
     ConnectLinkError,
+    FatalAuthorizationError,
     InternalError,
     InvalidClient,
+    LoginLocked,
     MethodNotAllowed,
     OAuthError,
+    PageError,
     RateLimited,
+    RedirectableAuthorizationError,
     ServiceUnavailable,
 )
+from connectlink.server.pages.templates import PAGE_HEADERS, page
 
 log = logging.getLogger("connectlink.errors")
 Handler = Callable[[Request], Awaitable[Response]]
+Renderer = Callable[[ConnectLinkError], Response]
 
 # RFC 6749 section 5.1: token responses, and their errors, must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -35,9 +45,15 @@ def json_response(
     return Response(jsonio.encode(body), status, headers, "application/json")
 
 
+def _retry_after(error: ConnectLinkError) -> dict[str, str]:
+    if isinstance(error, RateLimited | ServiceUnavailable | LoginLocked):
+        return {"Retry-After": str(error.retry_after)}
+    return {}
+
+
 def error_response(error: ConnectLinkError) -> Response:
     """The wire form of any ConnectLink error, with the headers its family requires."""
-    headers: dict[str, str] = {}
+    headers = _retry_after(error)
     if isinstance(error, BearerError):
         headers["WWW-Authenticate"] = error.challenge()
     elif isinstance(error, OAuthError):
@@ -46,12 +62,54 @@ def error_response(error: ConnectLinkError) -> Response:
             headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
     elif isinstance(error, MethodNotAllowed) and error.allow:
         headers["Allow"] = error.allow
-    elif isinstance(error, RateLimited | ServiceUnavailable):
-        headers["Retry-After"] = str(error.retry_after)
     return json_response(error.body(), error.status, headers)
 
 
-async def respond(handler: Handler, request: Request) -> Response:
+# What a shopper reads when something outside the authorization rules goes wrong on a page.
+_PAGE_WORDS = {
+    404: ("Page not found", "There is nothing at this address."),
+    405: ("Page not found", "There is nothing at this address."),
+    413: ("That was too much", "The form sent more than Instacart accepts."),
+}
+_TROUBLE = ("Something went wrong", "Instacart could not finish this just now. Please try "
+            "again in a moment.")
+
+
+def page_error_response(error: ConnectLinkError) -> Response:
+    """The browser's form of an error: redirectable authorization errors go back to the
+    client's registered redirect URI (RFC 6749 section 4.1.2.1); everything else is a page
+    saying what happened, with the status and headers its wire form has."""
+    if isinstance(error, RedirectableAuthorizationError):
+        return RedirectResponse(error.location(), 302, PAGE_HEADERS)
+    slug = None
+    if isinstance(error, FatalAuthorizationError | PageError):
+        title, advice = error.title, error.advice
+        slug = error.error
+    elif isinstance(error, ConnectError) and error.status < 500:
+        title, advice = _PAGE_WORDS.get(error.status, ("Bad request", error.message))
+    else:
+        title, advice = _TROUBLE
+    response = page("error.html", error.status, title=title, advice=advice, slug=slug,
+                    **_retry_context(error))
+    response.headers.update(_retry_after(error))
+    if isinstance(error, MethodNotAllowed) and error.allow:
+        response.headers["Allow"] = error.allow
+    return response
+
+
+def _retry_context(error: ConnectLinkError) -> dict[str, Any]:
+    if not isinstance(error, LoginLocked):
+        return {}
+    return {
+        "retry_at": time.strftime("%H:%M UTC on %d %B %Y", time.gmtime(error.until)),
+        "retry_at_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(error.until)),
+        "retry_minutes": max(1, math.ceil(error.retry_after / 60)),
+    }
+
+
+async def respond(
+    handler: Handler, request: Request, render: Renderer = error_response
+) -> Response:
     """Run a handler; whatever it raises becomes its wire form here.
 
     Anything unplanned is our fault: the documented 5000 envelope, and a log line for us that
@@ -61,7 +119,7 @@ async def respond(handler: Handler, request: Request) -> Response:
     try:
         return await handler(request)
     except ConnectLinkError as error:
-        return error_response(error)
+        return render(error)
     except Exception:
         log.exception("unexpected failure on %s %s", request.method, request.url.path)
-        return error_response(InternalError())
+        return render(InternalError())

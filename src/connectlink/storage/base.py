@@ -13,6 +13,7 @@ from connectlink.models import (
     ConnectUser,
     InstacartAccount,
     LinkOutcome,
+    LoginThrottle,
     OAuthClient,
     Retailer,
     RevokeOutcome,
@@ -32,6 +33,8 @@ class Store(Migratable, Protocol):
         ...
 
     async def count_retailers(self) -> int: ...
+
+    async def get_retailer(self, retailer_id: int) -> Retailer | None: ...
 
     async def get_client(self, client_id: str) -> OAuthClient | None: ...
 
@@ -109,6 +112,30 @@ class Store(Migratable, Protocol):
         ...
 
     async def get_instacart_account(self, account_id: int) -> InstacartAccount | None: ...
+
+    async def get_instacart_login(self, email: str) -> tuple[InstacartAccount, str] | None:
+        """The account with this (normalised) email and its argon2 password hash."""
+        ...
+
+    # web sign-in throttling (the Login pages) ---------------------------------------------------
+    async def get_login_throttles(self, subjects: list[str]) -> list[LoginThrottle]:
+        """The throttles of those subjects that have one."""
+        ...
+
+    async def update_login_throttle(
+        self, subject: str, change: Callable[[LoginThrottle], LoginThrottle]
+    ) -> LoginThrottle:
+        """Apply ``change`` to the subject's throttle and store the result, in one transaction
+        that no other update of the same subject interleaves with."""
+        ...
+
+    async def clear_login_throttle(self, subject: str) -> None: ...
+
+    # server secrets ---------------------------------------------------------------------------
+    async def server_secret(self, name: str, candidate: str, now: float) -> str:
+        """The secret stored under ``name``; ``candidate`` becomes it if there is none yet (the
+        first of several racing workers wins, and all of them get the same value)."""
+        ...
 
     # operator views ----
     async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:

@@ -11,6 +11,7 @@ from connectlink.models import (
     AuthorizationCode,
     ConnectUser,
     InstacartAccount,
+    LoginThrottle,
     OAuthClient,
 )
 
@@ -96,3 +97,16 @@ def account(row: Row) -> InstacartAccount:
     return InstacartAccount(
         id=row[0], email=row[1], phone=row[2], membership_expires_at=row[3], created_at=row[4]
     )
+
+
+THROTTLE_COLUMNS = "subject, failures, locked_until"
+
+
+def throttle(row: Row) -> LoginThrottle:
+    return LoginThrottle(
+        subject=row[0], failures=tuple(float(t) for t in row[1].split()), locked_until=row[2]
+    )
+
+
+def throttle_values(t: LoginThrottle) -> tuple[Any, ...]:
+    return (t.subject, " ".join(repr(at) for at in t.failures), t.locked_until)

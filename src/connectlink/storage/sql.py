@@ -28,6 +28,7 @@ from connectlink.models import (
     ConnectUser,
     InstacartAccount,
     LinkOutcome,
+    LoginThrottle,
     OAuthClient,
     Retailer,
     RevokeOutcome,
@@ -39,6 +40,7 @@ from connectlink.storage.records import (
     ACCOUNT_COLUMNS,
     CLIENT_COLUMNS,
     CODE_COLUMNS,
+    THROTTLE_COLUMNS,
     TOKEN_COLUMNS,
     USER_COLUMNS,
     Row,
@@ -153,6 +155,12 @@ class SQLStore:
         async with self.db.connection() as db:
             row = await db.fetchrow("SELECT count(*) FROM retailers")
         return int(row[0]) if row else 0
+
+    async def get_retailer(self, retailer_id: int) -> Retailer | None:
+        return await self._one(
+            lambda row: Retailer(id=row[0], name=row[1], created_at=row[2]),
+            "SELECT id, name, created_at FROM retailers WHERE id = ?", retailer_id,
+        )
 
     async def get_client(self, client_id: str) -> OAuthClient | None:
         return await self._one(
@@ -409,6 +417,58 @@ class SQLStore:
             records.account, f"SELECT {ACCOUNT_COLUMNS} FROM instacart_accounts WHERE id = ?",
             account_id,
         )
+
+    async def get_instacart_login(self, email: str) -> tuple[InstacartAccount, str] | None:
+        return await self._one(
+            lambda row: (records.account(row[:-1]), row[-1]),
+            f"SELECT {ACCOUNT_COLUMNS}, password_hash FROM instacart_accounts WHERE email = ?",
+            email,
+        )
+
+    # web sign-in throttling ---------------------------------------------------------------------
+    async def get_login_throttles(self, subjects: list[str]) -> list[LoginThrottle]:
+        marks = ", ".join("?" for _ in subjects)
+        async with self.db.connection() as db:
+            rows = await db.fetch(
+                f"SELECT {THROTTLE_COLUMNS} FROM login_throttles WHERE subject IN ({marks})",
+                *subjects,
+            )
+        return [records.throttle(row) for row in rows]
+
+    async def update_login_throttle(
+        self, subject: str, change: Callable[[LoginThrottle], LoginThrottle]
+    ) -> LoginThrottle:
+        async with self.db.transaction() as db:
+            # An upsert that changes nothing, for the row lock it takes (SQLite's BEGIN
+            # IMMEDIATE holds the whole database's): racing failures are counted one by one.
+            row = await db.fetchrow(
+                "INSERT INTO login_throttles (subject, failures) VALUES (?, '') "
+                "ON CONFLICT (subject) DO UPDATE SET subject = excluded.subject "
+                f"RETURNING {THROTTLE_COLUMNS}",
+                subject,
+            )
+            assert row is not None
+            changed = change(records.throttle(row))
+            await db.execute(
+                "UPDATE login_throttles SET failures = ?, locked_until = ? WHERE subject = ?",
+                *records.throttle_values(changed)[1:], subject,
+            )
+        return changed
+
+    async def clear_login_throttle(self, subject: str) -> None:
+        async with self.db.connection() as db:
+            await db.execute("DELETE FROM login_throttles WHERE subject = ?", subject)
+
+    async def server_secret(self, name: str, candidate: str, now: float) -> str:
+        async with self.db.connection() as db:
+            await db.execute(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                name, candidate, now,
+            )
+            row = await db.fetchrow("SELECT value FROM server_secrets WHERE name = ?", name)
+        assert row is not None
+        return str(row[0])
 
     async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:
         async with self.db.connection() as db:

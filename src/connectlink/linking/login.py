@@ -1,0 +1,78 @@
+"""Signing in to an Instacart account on the Login pages (decisions.md "Login with Instacart").
+
+Throttling, on RFC 6819 section 4.4.1.3 (online guessing): 5 failures for one account within
+15 minutes lock that account's web login for 15 minutes; 30 failures from one client address
+within 15 minutes lock that address. While locked, the password is not even checked. The
+counts live in the store, so every worker and host enforces the same limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from functools import cache, partial
+
+from connectlink import security
+from connectlink.clock import Clock
+from connectlink.errors import IncorrectLogin, LoginLocked
+from connectlink.models import InstacartAccount, LoginThrottle
+from connectlink.storage.base import Store
+
+MINUTES = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Throttling:
+    window: float = 15 * MINUTES
+    lock_for: float = 15 * MINUTES
+    per_account: int = 5
+    per_address: int = 30
+
+
+def normalise_email(email: str) -> str:
+    """How emails are stored (``sandbox.create_account``): trimmed, lower case."""
+    return email.strip().lower()
+
+
+@cache
+def _decoy_hash() -> str:
+    """Checked against when no account has the email, so both failures take the same time."""
+    return security.hash_password(security.new_secret())
+
+
+async def sign_in(
+    store: Store,
+    clock: Clock,
+    email: str,
+    password: str,
+    address: str,
+    limits: Throttling = Throttling(),
+) -> InstacartAccount:
+    """The account these credentials open, or ``IncorrectLogin`` (whichever was wrong), or
+    ``LoginLocked`` while the account or the address is locked."""
+    email = normalise_email(email)
+    limit_of = {f"account:{email}": limits.per_account, f"address:{address}": limits.per_address}
+    now = clock.now()
+    locks = [t.locked_until for t in await store.get_login_throttles(list(limit_of))
+             if t.locked(now) and t.locked_until is not None]
+    if locks:
+        raise LoginLocked(max(locks), now)
+    # A control character is in no stored email, and some engines refuse to look one up.
+    found = await store.get_instacart_login(email) if email.isprintable() else None
+    stored_hash = found[1] if found is not None else _decoy_hash()
+    # argon2 takes tens of milliseconds of CPU: off the event loop, so the API keeps answering.
+    matches = await asyncio.to_thread(security.verify_password, stored_hash, password)
+    if found is not None and matches:
+        await store.clear_login_throttle(f"account:{email}")
+        return found[0]
+    newly_locked = []
+    for subject, limit in limit_of.items():
+        throttle = await store.update_login_throttle(
+            subject, partial(LoginThrottle.failed, now=now, window=limits.window, limit=limit,
+                             lock_for=limits.lock_for),
+        )
+        if throttle.locked(now) and throttle.locked_until is not None:
+            newly_locked.append(throttle.locked_until)
+    if newly_locked:  # this failure was the one too many: say so now, not on the next try
+        raise LoginLocked(max(newly_locked), now)
+    raise IncorrectLogin()
