@@ -66,9 +66,15 @@ def upgraded(database_url: str) -> str:
     return database_url
 
 
+SECRET_KEY = "a-test-secret-key-that-is-long-enough-to-use"
+
+
 def make_emulator(database_url: str, **overrides: object) -> Iterator[Emulator]:
+    profile = str(overrides.pop("profile", "emulator"))
+    if profile == "production":
+        overrides.setdefault("secret_key", SECRET_KEY)
     settings = Settings.for_profile(
-        str(overrides.pop("profile", "emulator")),
+        profile,
         database_url=upgraded(database_url),
         access_log=False,
         pool_size=4,

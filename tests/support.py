@@ -30,12 +30,11 @@ REDIRECT_URI = "https://shop.example/account/instacart/callback"
 OTHER_REDIRECT_URI = "https://shop.example/checkout/instacart"
 
 
-class ThreadServer:
-    """The real app on uvicorn (httptools) in a thread, on an ephemeral 127.0.0.1 port."""
+class AppServer:
+    """An ASGI app on uvicorn (httptools) in a thread, on an ephemeral 127.0.0.1 port, known
+    before the app is made (a storefront's redirect URI names it)."""
 
-    def __init__(self, settings: Settings, clock: ManualClock) -> None:
-        self.settings = settings
-        self.clock = clock
+    def __init__(self) -> None:
         # proto=IPPROTO_TCP, or asyncio will not set TCP_NODELAY on accepted connections and
         # every keep-alive response stalls 40 ms on a delayed ACK.
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -43,16 +42,16 @@ class ThreadServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(settings, clock=clock), loop="asyncio", http="httptools",
-            log_level="warning", access_log=False, lifespan="on",
-        )
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, app: Any) -> None:
+        config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning",
+                                access_log=False, lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
-
-    def start(self) -> None:
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
@@ -60,9 +59,22 @@ class ThreadServer:
             self._thread.join(0.005)
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
         self._socket.close()
+
+
+class ThreadServer(AppServer):
+    """The real ConnectLink app, with a clock that only moves when told."""
+
+    def __init__(self, settings: Settings, clock: ManualClock) -> None:
+        super().__init__()
+        self.settings = settings
+        self.clock = clock
+
+    def start(self, app: Any = None) -> None:
+        super().start(app or create_app(self.settings, clock=self.clock))
 
 
 @dataclass

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from conftest import SECRET_KEY
 from support import REDIRECT_URI, ServeProcess, new_retailer, stored_bytes
 
 
@@ -95,13 +99,34 @@ def test_make_run_prints_working_demo_credentials_once(tmp_path: Path) -> None:
                 "client_id": printed["client_id"], "client_secret": printed["client_secret"],
                 "grant_type": "client_credentials"})
             assert response.status_code == 200
+            # The Login URL it prints opens the login page once a state is put in.
+            login_url = next(line.strip() for line in output.splitlines()
+                             if "/oauth/authorize?" in line)
+            assert f"client_id={printed['client_id']}" in login_url
+            login_url = login_url.replace("state=STATE", "state=xyz")
+            page = http.get(login_url.replace(first.url, again.url))
+            assert page.status_code == 200
+            assert "Log in to Instacart" in page.text
+            assert "Demo Retailer" in page.text
             assert printed["client_secret"] not in again.stop()
     finally:
         first.stop()
 
 
+def test_production_profile_refuses_to_start_without_a_secret_key(database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CONNECTLINK_SECRET_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "connectlink", "serve", "--profile", "production",
+         "--database", database_url, "--migrate"],
+        capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 2
+    assert "the production profile needs CONNECTLINK_SECRET_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_production_profile_has_no_demo_and_no_sandbox(database_url: str) -> None:
-    server = ServeProcess(database_url, "--profile", "production")
+    server = ServeProcess(database_url, "--profile", "production",
+                          env={"CONNECTLINK_SECRET_KEY": SECRET_KEY})
     try:
         with httpx.Client(base_url=server.url) as http:
             shop = new_retailer(http, server.database_url)

@@ -11,10 +11,12 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from connectlink.clock import SystemClock
 from connectlink.errors import UserNotFound
 from connectlink.linking import links, retailers
+from connectlink.models import OAuthClient
 from connectlink.settings import DEFAULT_DATABASE_URL, Settings
 from connectlink.storage import Schema, Store, migrations, using_store
 
@@ -99,6 +101,22 @@ async def _nothing(store: Store) -> None:
     return None
 
 
+async def _first_client(store: Store) -> OAuthClient | None:
+    clients = await store.list_clients()
+    return clients[0] if clients else None
+
+
+def authorization_url(host: str, port: int, client: OAuthClient) -> str:
+    """The Login URL a retailer sends shoppers to (connect-api.md section 2), ``state`` left
+    for the retailer to fill in."""
+    shown_host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+    query = urlencode({
+        "response_type": "code", "client_id": client.client_id,
+        "redirect_uri": client.redirect_uris[0], "scope": "account_linking",
+    })
+    return f"http://{shown_host}:{port}/oauth/authorize?{query}&state=STATE"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -117,11 +135,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("Created the demo retailer (shown once; only digests are stored):")
             for key, value in demo.credentials().items():
                 print(f"  {key}: {value}")
-            print(f"  redirect_uri: {DEMO_REDIRECT_URI}", flush=True)
+            print(f"  redirect_uri: {DEMO_REDIRECT_URI}")
         else:
             print("The database has retailers already; their secrets were shown when they were "
-                  "made. `connectlink retailers create --name N --redirect-uri U` makes another.",
-                  flush=True)
+                  "made. `.venv/bin/connectlink retailers create --name N --redirect-uri U` "
+                  "makes another.")
+        first = asyncio.run(using_store(settings.database_url, _first_client))
+        if first is not None:
+            print("Login with Instacart, for the first retailer (put your own state in):\n  "
+                  + authorization_url(args.host, args.port, first), flush=True)
     else:
         asyncio.run(using_store(settings.database_url, _nothing, schema))
     os.environ.update(settings.to_env())  # worker processes rebuild the settings from these

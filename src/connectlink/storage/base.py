@@ -40,6 +40,10 @@ class Store(Migratable, Protocol):
 
     async def get_client_by_pk(self, pk: int) -> OAuthClient | None: ...
 
+    async def list_clients(self) -> list[OAuthClient]:
+        """Every retailer's clients, oldest first."""
+        ...
+
     # tokens ----
     async def save_token(self, token: AccessToken) -> None: ...
 

@@ -173,6 +173,11 @@ class SQLStore:
             records.client, f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE pk = ?", pk
         )
 
+    async def list_clients(self) -> list[OAuthClient]:
+        async with self.db.connection() as db:
+            rows = await db.fetch(f"SELECT {CLIENT_COLUMNS} FROM oauth_clients ORDER BY pk")
+        return [records.client(row) for row in rows]
+
     async def _one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
         async with self.db.connection() as db:
             row = await db.fetchrow(sql, *args)
