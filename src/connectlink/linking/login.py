@@ -51,7 +51,8 @@ async def sign_in(
     """The account these credentials open, or ``IncorrectLogin`` (whichever was wrong), or
     ``LoginLocked`` while the account or the address is locked."""
     email = normalise_email(email)
-    limit_of = {f"account:{email}": limits.per_account, f"address:{address}": limits.per_address}
+    account_subject = f"account:{security.digest(email).hex()}"  # whatever the text holds
+    limit_of = {account_subject: limits.per_account, f"address:{address}": limits.per_address}
     now = clock.now()
     locks = [t.locked_until for t in await store.get_login_throttles(list(limit_of))
              if t.locked(now) and t.locked_until is not None]
@@ -63,7 +64,7 @@ async def sign_in(
     # argon2 takes tens of milliseconds of CPU: off the event loop, so the API keeps answering.
     matches = await asyncio.to_thread(security.verify_password, stored_hash, password)
     if found is not None and matches:
-        await store.clear_login_throttle(f"account:{email}")
+        await store.clear_login_throttle(account_subject)
         return found[0]
     newly_locked = []
     for subject, limit in limit_of.items():

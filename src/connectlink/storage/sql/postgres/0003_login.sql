@@ -3,7 +3,7 @@
 -- key, which signs the pages' session cookies, is kept here in the emulator profile.
 
 CREATE TABLE login_throttles (
-    subject       TEXT PRIMARY KEY,        -- "account:<email>" or "address:<ip>"
+    subject       TEXT PRIMARY KEY,        -- "account:<SHA-256 of the email>" or "address:<ip>"
     failures      TEXT NOT NULL,           -- times of the failures in the window, space-separated
     locked_until  DOUBLE PRECISION
 );
