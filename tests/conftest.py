@@ -7,7 +7,6 @@ skip, except under CI (``CI=true``), where a missing database is a failure.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 from connectlink.clock import ManualClock
 from connectlink.settings import Settings
 from connectlink.storage import using_store
-from support import Emulator, Retailer, ThreadServer
+from support import Emulator, Retailer, ThreadServer, run_sync
 
 START = 1_790_000_000.0  # 2026-09-21, a fixed instant so times in bodies are predictable
 POSTGRES = os.environ.get("CONNECTLINK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -41,7 +40,7 @@ def postgres_url() -> Iterator[str]:
     """A database URL whose tables live in a new schema of their own."""
     schema = f"cl_{uuid.uuid4().hex[:16]}"
     try:
-        asyncio.run(_postgres(f"CREATE SCHEMA {schema}"))
+        run_sync(_postgres(f"CREATE SCHEMA {schema}"))
     except OSError as exc:
         message = f"PostgreSQL is not reachable at {POSTGRES}: {exc}"
         if os.environ.get("CI") == "true":
@@ -50,7 +49,7 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"{POSTGRES}?search_path={schema}"
     finally:
-        asyncio.run(_postgres(f"DROP SCHEMA {schema} CASCADE"))
+        run_sync(_postgres(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.fixture(params=ENGINES)
@@ -62,7 +61,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def upgraded(database_url: str) -> str:
-    asyncio.run(using_store(database_url, lambda store: store.count_retailers(), "upgrade"))
+    run_sync(using_store(database_url, lambda store: store.count_retailers(), "upgrade"))
     return database_url
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
@@ -12,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -27,6 +29,18 @@ from connectlink.settings import Settings
 from connectlink.storage import Store, using_store
 
 REDIRECT_URI = "https://shop.example/account/instacart/callback"
+T = TypeVar("T")
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, on a thread of its own when this thread has a loop running already
+    (Playwright's sync API keeps one on the main thread while a browser is open)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 OTHER_REDIRECT_URI = "https://shop.example/checkout/instacart"
 
 
@@ -190,7 +204,7 @@ class Emulator:
     def run(self, action: Any) -> Any:
         """Run ``action(store)`` on a second connection to the same database (operator
         actions)."""
-        return asyncio.run(using_store(self.database_url, action))
+        return run_sync(using_store(self.database_url, action))
 
     def retailer(self, *redirect_uris: str, require_pkce: bool = False) -> Retailer:
         self._count += 1
@@ -279,7 +293,7 @@ def query_sql(database_url: str, statement: str) -> list[tuple[Any, ...]]:
         finally:
             await connection.close()
 
-    return asyncio.run(run())
+    return run_sync(run())
 
 
 def execute_sql(database_url: str, statement: str) -> None:
@@ -313,7 +327,7 @@ def stored_bytes(database_url: str) -> tuple[bytes, Any]:
         finally:
             await connection.close()
 
-    return asyncio.run(dump()), lambda digest: b"\\x" + digest.hex().encode()
+    return run_sync(dump()), lambda digest: b"\\x" + digest.hex().encode()
 
 
 @dataclass(frozen=True)
@@ -354,4 +368,4 @@ def seed(database_url: str, n: int, now: float | None = None) -> Seeded:
             pairs.append((f"s{i}", token, account.id))
         return Seeded(shop.retailer.id, bearer, pairs)
 
-    return asyncio.run(using_store(database_url, go))
+    return run_sync(using_store(database_url, go))

@@ -281,7 +281,7 @@ def test_scope_defaults_to_account_linking_and_openid_is_ignored(
         assert shop.exchange(code).json()["scope"] == "account_linking"
 
 
-# --- sign-in ---------------------------------------------------------------------------------------
+# --- sign-in ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("email", ["s@example.com", "nobody@example.com", "", "a\x00b"])
