@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DATABASE ?= sqlite:///var/connectlink.db
 
-.PHONY: install run test lint bench clean
+.PHONY: install browser run demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Debian's Chromium, for the browser tests (Playwright drives it; it downloads no browser).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; }
+
 ## Serve the emulator on SQLite; on an empty database, create and print a demo retailer.
 run: install
 	mkdir -p var
 	$(BIN)/connectlink serve --migrate --host $(HOST) --port $(PORT) --database $(DATABASE)
 
-## Every test.
-test: install
+## ConnectLink and the example storefront together; prints where to go and how to log in.
+demo: install
+	PYTHONPATH=examples $(BIN)/python examples/storefront/demo.py
+
+## Every test (about 5 minutes), browser tests included.
+test: install browser
 	$(BIN)/pytest
 
 ## Static checks: ruff and mypy --strict.
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
 ## The benchmark (about 5 minutes): ratios to a bare ASGI baseline and to Prism. ARGS=--scale N

@@ -9,6 +9,8 @@ counts live in the store, so every worker and host enforces the same limits.
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 
@@ -32,6 +34,13 @@ class Throttling:
 def normalise_email(email: str) -> str:
     """How emails are stored (``sandbox.create_account``): trimmed, lower case."""
     return email.strip().lower()
+
+
+@cache
+def _password_checks() -> ThreadPoolExecutor:
+    """Where argon2 runs: threads (argon2 releases the GIL) on all cores but one, so a burst of
+    sign-ins queues here rather than taking the CPU the API's event loop needs."""
+    return ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), "argon2")
 
 
 @cache
@@ -62,7 +71,9 @@ async def sign_in(
     found = await store.get_instacart_login(email) if email.isprintable() else None
     stored_hash = found[1] if found is not None else _decoy_hash()
     # argon2 takes tens of milliseconds of CPU: off the event loop, so the API keeps answering.
-    matches = await asyncio.to_thread(security.verify_password, stored_hash, password)
+    matches = await asyncio.get_running_loop().run_in_executor(
+        _password_checks(), security.verify_password, stored_hash, password
+    )
     if found is not None and matches:
         await store.clear_login_throttle(account_subject)
         return found[0]
