@@ -29,8 +29,11 @@ PASSWORD = "correct horse battery"
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium for this module. Not for the session: Playwright's sync API keeps an event
+    loop running on the main thread while it is open, which other modules' asyncio.run calls
+    would trip over."""
     if not shutil.which(CHROMIUM):
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("CI") == "true":
