@@ -29,6 +29,7 @@ from connectlink.errors import (
     RedirectableAuthorizationError,
     ServiceUnavailable,
 )
+from connectlink.linking.links import iso_utc
 from connectlink.server.pages.templates import PAGE_HEADERS, page
 
 log = logging.getLogger("connectlink.errors")
@@ -102,7 +103,7 @@ def _retry_context(error: ConnectLinkError) -> dict[str, Any]:
         return {}
     return {
         "retry_at": time.strftime("%H:%M UTC on %d %B %Y", time.gmtime(error.until)),
-        "retry_at_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(error.until)),
+        "retry_at_iso": iso_utc(error.until),
         "retry_minutes": max(1, math.ceil(error.retry_after / 60)),
     }
 
