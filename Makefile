@@ -31,9 +31,9 @@ run: install
 demo: install
 	PYTHONPATH=examples $(BIN)/python examples/storefront/demo.py
 
-## Every test (about 5 minutes), browser tests included.
+## Every test (about 2 minutes on 2 cores), browser tests included, one worker per core.
 test: install browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 ## Static checks: ruff and mypy --strict.
 lint: install

@@ -18,7 +18,7 @@ import pytest
 from connectlink.clock import ManualClock
 from connectlink.settings import Settings
 from connectlink.storage import using_store
-from support import Emulator, Retailer, ThreadServer, run_sync
+from support import Emulator, InProcessServer, Retailer, ThreadServer, run_sync
 
 START = 1_790_000_000.0  # 2026-09-21, a fixed instant so times in bodies are predictable
 POSTGRES = os.environ.get("CONNECTLINK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -68,21 +68,21 @@ def upgraded(database_url: str) -> str:
 SECRET_KEY = "a-test-secret-key-that-is-long-enough-to-use"
 
 
-def make_emulator(database_url: str, **overrides: object) -> Iterator[Emulator]:
+def make_emulator(
+    database_url: str, in_process: bool = False, **overrides: object
+) -> Iterator[Emulator]:
+    """A server on a real port (``ThreadServer``), or the same app without a socket."""
     profile = str(overrides.pop("profile", "emulator"))
     if profile == "production":
         overrides.setdefault("secret_key", SECRET_KEY)
-    settings = Settings.for_profile(
-        profile,
-        database_url=upgraded(database_url),
-        access_log=False,
-        pool_size=4,
-        **overrides,
-    )
-    server = ThreadServer(settings, ManualClock(START))
+    overrides = {"access_log": False, "pool_size": 4, **overrides}
+    settings = Settings.for_profile(profile, database_url=upgraded(database_url), **overrides)
+    server = (InProcessServer if in_process else ThreadServer)(settings, ManualClock(START))
     server.start()
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        client = server.client(timeout=30) if isinstance(server, InProcessServer) else (
+            httpx.Client(base_url=server.url, timeout=30))
+        with client as http:
             yield Emulator(server, http)
     finally:
         server.stop()
@@ -92,6 +92,12 @@ def make_emulator(database_url: str, **overrides: object) -> Iterator[Emulator]:
 def emulator(database_url: str) -> Iterator[Emulator]:
     """A fresh server on a fresh database, with a clock that only moves when told."""
     yield from make_emulator(database_url)
+
+
+@pytest.fixture
+def app_emulator(database_url: str) -> Iterator[Emulator]:
+    """The same, in process: no socket, no uvicorn (the contract table's tier)."""
+    yield from make_emulator(database_url, in_process=True)
 
 
 @pytest.fixture

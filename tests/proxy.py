@@ -1,6 +1,11 @@
 """A TCP proxy that a test can cut: every connection dropped and new ones refused, until
 restored. It stands between a server and its PostgreSQL to stage an outage without touching
-the database server itself."""
+the database server itself.
+
+It notes, on ``time.monotonic()``, when each cut and restore began and was done, and when it
+accepted each connection: a test orders the answers it got against what really happened to the
+database's connections, instead of guessing from its own schedule.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,17 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 
 
 class CuttableProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
+        self.cut_started: float | None = None  # the last cut: no connection served after it
+        self.cut_done: float | None = None  # every connection dropped, none accepted
+        self.restore_started: float | None = None  # the last restore: listening from here on
+        self.restored: float | None = None
+        self.accepted: list[float] = []  # when each connection was accepted
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -30,8 +41,10 @@ class CuttableProxy:
         """Listen again: new connections reach the database."""
 
         async def listen() -> None:
+            self.restore_started = time.monotonic()
             self._server = await asyncio.start_server(
                 self._handle, "127.0.0.1", self.port, reuse_address=True)
+            self.restored = time.monotonic()
 
         self._call(listen())
 
@@ -39,12 +52,14 @@ class CuttableProxy:
         """Refuse new connections and drop every open one, mid-query if need be."""
 
         async def cut() -> None:
+            self.cut_started = time.monotonic()
             if self._server is not None:
                 self._server.close()
                 self._server = None
             for transport in list(self._transports):
                 transport.abort()
             self._transports.clear()
+            self.cut_done = time.monotonic()
 
         self._call(cut())
 
@@ -54,6 +69,7 @@ class CuttableProxy:
         self._thread.join(5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted.append(time.monotonic())
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -23,12 +24,14 @@ import uvicorn
 
 from connectlink.clock import ManualClock
 from connectlink.linking import retailers
-from connectlink.oauth import pkce
 from connectlink.server.app import create_app
 from connectlink.settings import Settings
 from connectlink.storage import Store, using_store
 
 REDIRECT_URI = "https://shop.example/account/instacart/callback"
+# S256 challenges of the PKCE verifiers tests use, as literals (RFC 7636 Appendix B).
+S256_CHALLENGES = {"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk":
+                   "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}
 T = TypeVar("T")
 
 
@@ -44,6 +47,29 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 OTHER_REDIRECT_URI = "https://shop.example/checkout/instacart"
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn's server, which notices a stop at once: its own main loop looks every 0.1 s,
+    which made stopping the larger part of a short test's cost."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):  # on_tick keeps the Date header current
+            counter = (counter + 10) % 864_000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+
+    def stop_soon(self) -> None:
+        self.should_exit = True
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+
 class AppServer:
     """An ASGI app on uvicorn (httptools) in a thread, on an ephemeral 127.0.0.1 port, known
     before the app is made (a storefront's redirect URI names it)."""
@@ -56,13 +82,15 @@ class AppServer:
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
+        self._server: PromptServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, app: Any) -> None:
-        config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning",
-                                access_log=False, lifespan="on")
-        self._server = uvicorn.Server(config)
+        from connectlink.server.protocol import HeaderDeadlineProtocol  # as `connectlink serve`
+
+        config = uvicorn.Config(app, loop="asyncio", http=HeaderDeadlineProtocol,
+                                log_level="warning", access_log=False, lifespan="on")
+        self._server = PromptServer(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
@@ -74,7 +102,7 @@ class AppServer:
 
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
+            self._server.stop_soon()
             self._thread.join(10)
         self._socket.close()
 
@@ -89,6 +117,78 @@ class ThreadServer(AppServer):
 
     def start(self, app: Any = None) -> None:
         super().start(app or create_app(self.settings, clock=self.clock))
+
+
+class InProcessServer:
+    """The same app without a socket: httpx's ASGI transport, on an event loop of its own
+    thread, with the app's lifespan run as uvicorn runs it. For the contract table, where the
+    wire is the ASGI messages; races, crashes and timeouts keep real servers."""
+
+    url = "http://connectlink.test"
+
+    def __init__(self, settings: Settings, clock: ManualClock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.app = create_app(settings, clock=clock)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._lifespan: asyncio.Queue[dict[str, str]] | None = None
+        self._lifespan_done: concurrent.futures.Future[None] | None = None
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(60)
+
+    def start(self) -> None:
+        self._thread.start()
+        started: concurrent.futures.Future[dict[str, str]] = concurrent.futures.Future()
+
+        async def lifespan() -> None:
+            self._lifespan = asyncio.Queue()
+            await self._lifespan.put({"type": "lifespan.startup"})
+
+            async def send(message: dict[str, str]) -> None:
+                if message["type"].startswith("lifespan.startup"):
+                    started.set_result(message)
+
+            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                           self._lifespan.get, send)  # type: ignore[arg-type]
+
+        self._lifespan_done = asyncio.run_coroutine_threadsafe(lifespan(), self._loop)
+        outcome = started.result(30)
+        if outcome["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"the app did not start: {outcome}")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(transport=_SyncASGI(self), base_url=self.url, **kwargs)
+
+    def stop(self) -> None:
+        if self._lifespan is not None and self._lifespan_done is not None:
+            self._loop.call_soon_threadsafe(self._lifespan.put_nowait,
+                                            {"type": "lifespan.shutdown"})
+            self._lifespan_done.result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class _SyncASGI(httpx.BaseTransport):
+    """A synchronous httpx transport over ``httpx.ASGITransport``, on the server's loop."""
+
+    def __init__(self, server: InProcessServer) -> None:
+        self.server = server
+        self.asgi = httpx.ASGITransport(server.app, client=("127.0.0.1", 50000))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()  # a streamed body arrives in one piece; its headers are kept
+
+        async def send() -> tuple[int, httpx.Headers, bytes]:
+            relayed = httpx.Request(request.method, request.url, headers=request.headers,
+                                    content=body)
+            response = await self.asgi.handle_async_request(relayed)
+            return response.status_code, response.headers, await response.aread()
+
+        status, headers, content = self.server.run(send())
+        return httpx.Response(status, headers=headers, content=content, request=request)
 
 
 @dataclass
@@ -170,7 +270,7 @@ class Retailer:
 
     def linking_token(self, account_id: int, verifier: str | None = None) -> str:
         challenge = (
-            {"code_challenge": pkce.s256(verifier), "code_challenge_method": "S256"}
+            {"code_challenge": S256_CHALLENGES[verifier], "code_challenge_method": "S256"}
             if verifier else {}
         )
         code = self.code(account_id, **challenge)
@@ -189,7 +289,7 @@ class Retailer:
 @dataclass
 class Emulator:
     """A running server, its clock, and a way to make retailers in its database."""
-    server: ThreadServer
+    server: ThreadServer | InProcessServer
     http: httpx.Client
     _count: int = 0
 

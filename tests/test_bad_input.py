@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from support import Emulator, Retailer
+from support import Emulator, Retailer, engine_of, query_sql
 
 ENDPOINTS = [
     ("POST", "/v2/oauth/token"),
@@ -68,14 +68,72 @@ def test_malformed_basic_credentials_are_invalid_client(
     assert response.headers["www-authenticate"] == 'Basic realm="connect"'
 
 
+CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+
+
+def _snapshot(database_url: str) -> dict[str, list[str]]:
+    """Every row of every table the database itself lists, sorted, one ``repr`` a row: the
+    tables come from the catalogue, so a table added by a later migration is counted too."""
+    if engine_of(database_url) == "sqlite":
+        listing = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        listing = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    tables = sorted(str(name) for (name,) in query_sql(database_url, listing))
+    return {
+        table: sorted(repr(row) for row in query_sql(database_url, f'SELECT * FROM "{table}"'))
+        for table in tables
+    }
+
+
 def test_rejected_requests_change_nothing(emulator: Emulator, shop: Retailer) -> None:
-    before = emulator.run(lambda store: store.count_retailers())
-    for body in BODIES:
-        emulator.http.post("/v2/fulfillment/users", content=body, headers=shop.headers())
-        emulator.http.post("/v2/fulfillment_sandbox/instacart_users", content=body,
-                           headers=shop.headers())
-    assert shop.get("/v2/fulfillment/users/a/b").status_code == 404
-    assert emulator.run(lambda store: store.count_retailers()) == before
-    # no user and no Instacart account was written by any of it
-    assert shop.get("/v2/fulfillment/users/1").json()["error"]["message"] == "User Not Found"
-    assert emulator.run(lambda store: store.get_instacart_account(1)) is None
+    """Every garbage body, in every content type, to every endpoint that writes, with a real
+    Connect user and a real sandbox account in the path so the requests get past the lookup to
+    the body checks: each is a 4xx, and no table gains, loses or changes a row.
+
+    Nothing is excluded: the only table a rejected request may legitimately touch is
+    ``login_throttles``, and only the Login pages (not hit here) write it. The bearer token, the
+    user and the account are made before the first snapshot, since making them writes rows.
+
+    ``privacy_request`` has no fields (connect-api.md 7.3), so any JSON body sent for a real
+    user (``null``, ``[]``, nothing at all) is a valid deletion request that must write; the
+    garbage goes to an unknown user instead (``test_privacy_request_reads_its_body`` covers a
+    real one).
+    """
+    headers = shop.headers()  # mints the bearer token now, before the first snapshot
+    assert shop.create_user("u1").status_code == 200
+    account = shop.instacart_user("s@example.com")
+    writers = [
+        "/v2/oauth/token",
+        "/v2/oauth/token/revoke",
+        "/v2/fulfillment/users",
+        "/v2/fulfillment/users/u1/link",
+        "/v2/fulfillment/users/nobody/privacy_request",
+        "/v2/fulfillment_sandbox/instacart_users",
+        f"/v2/fulfillment_sandbox/instacart_users/{account}/authorize",
+    ]
+    before = _snapshot(emulator.database_url)
+    assert before["tokens"] and before["connect_users"] and before["instacart_accounts"]
+
+    accepted: list[tuple[str, bytes, str, int]] = []
+    for path, body, content_type in itertools.product(writers, BODIES, CONTENT_TYPES):
+        response = emulator.http.post(path, content=body,
+                                      headers={**headers, "Content-Type": content_type})
+        if not 400 <= response.status_code < 500:
+            accepted.append((path, body[:60], content_type, response.status_code))
+    assert accepted == []
+
+    after = _snapshot(emulator.database_url)
+    assert {table: len(rows) for table, rows in after.items()} == {
+        table: len(rows) for table, rows in before.items()}
+    assert after == before  # not even an update: no code used up, no token revoked
+
+
+def test_privacy_request_reads_its_body(emulator: Emulator, shop: Retailer) -> None:
+    """Not JSON is "Malformed JSON body" on every Connect endpoint, this one too."""
+    shop.create_user("u1")
+    response = emulator.http.post("/v2/fulfillment/users/u1/privacy_request", content=b"{",
+                                  headers={**shop.headers(), "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"error": {"message": "Malformed JSON body", "code": 4001},
+                               "meta": {}}
+    assert shop.membership("u1").json()["error"]["message"] == "User Not Linked"  # still active

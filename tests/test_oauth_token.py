@@ -8,6 +8,9 @@ from connectlink.oauth import pkce
 from support import Emulator, Retailer
 
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+# RFC 7636 Appendix B, copied from the RFC: expectations never come from the code under test.
+RFC_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+RFC_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_client_credentials_issues_a_day_long_bearer(emulator: Emulator, shop: Retailer) -> None:
@@ -123,16 +126,34 @@ def test_code_lives_ten_minutes(emulator: Emulator, shop: Retailer) -> None:
     assert shop.exchange(stale).json()["error"] == "invalid_grant"
 
 
+def test_pkce_module_matches_the_rfc_7636_vector() -> None:
+    """The S256 transform and the check, against the RFC's own example rather than a second
+    run of the same code."""
+    assert pkce.s256(RFC_VERIFIER) == RFC_CHALLENGE
+    assert pkce.verify(RFC_VERIFIER, RFC_CHALLENGE, "S256")
+    assert not pkce.verify(RFC_VERIFIER[:-1] + "R", RFC_CHALLENGE, "S256")
+    assert not pkce.verify(RFC_CHALLENGE, RFC_CHALLENGE, "S256")  # the challenge is no verifier
+    assert pkce.verify(RFC_VERIFIER, RFC_VERIFIER, "plain")
+    assert not pkce.verify(RFC_VERIFIER, RFC_CHALLENGE, "plain")
+
+
 def test_pkce_s256_and_plain(shop: Retailer) -> None:
+    """Over HTTP, with the RFC 7636 vector: the server hashes an S256 verifier, compares a plain
+    one as is, and never takes one method's challenge for the other's."""
     account = shop.instacart_user("s@example.com")
-    verifier = "a-verifier-of-forty-three-characters-or-more.~_"
-    s256 = shop.code(account, code_challenge=pkce.s256(verifier), code_challenge_method="S256")
-    assert shop.exchange(s256, code_verifier=verifier).status_code == 200
-    plain = shop.code(account, code_challenge=verifier)  # the method defaults to plain
-    assert shop.exchange(plain, code_verifier=verifier).status_code == 200
+    s256 = shop.code(account, code_challenge=RFC_CHALLENGE, code_challenge_method="S256")
+    assert shop.exchange(s256, code_verifier=RFC_VERIFIER).status_code == 200
+    wrong = shop.code(account, code_challenge=RFC_CHALLENGE, code_challenge_method="S256")
+    assert shop.exchange(wrong, code_verifier=RFC_VERIFIER[:-1] + "R").json()["error"] == (
+        "invalid_grant")
+    # sending the challenge back as the verifier does not pass an S256 check
+    echoed = shop.code(account, code_challenge=RFC_CHALLENGE, code_challenge_method="S256")
+    assert shop.exchange(echoed, code_verifier=RFC_CHALLENGE).json()["error"] == "invalid_grant"
+    plain = shop.code(account, code_challenge=RFC_VERIFIER)  # the method defaults to plain
+    assert shop.exchange(plain, code_verifier=RFC_VERIFIER).status_code == 200
     # a plain challenge is not accepted as if it were the S256 one
-    swapped = shop.code(account, code_challenge=pkce.s256(verifier), code_challenge_method="plain")
-    assert shop.exchange(swapped, code_verifier=verifier).status_code == 400
+    swapped = shop.code(account, code_challenge=RFC_CHALLENGE, code_challenge_method="plain")
+    assert shop.exchange(swapped, code_verifier=RFC_VERIFIER).json()["error"] == "invalid_grant"
 
 
 def test_client_requiring_pkce_needs_a_challenge(emulator: Emulator) -> None:
@@ -141,7 +162,7 @@ def test_client_requiring_pkce_needs_a_challenge(emulator: Emulator) -> None:
     response = strict.authorize(account)
     assert response.status_code == 400
     assert response.json()["meta"] == {"key": "code_challenge"}
-    assert strict.linking_token(account, verifier="v" * 64)
+    assert strict.linking_token(account, verifier=RFC_VERIFIER)
 
 
 def test_linking_token_lives_a_day(emulator: Emulator, shop: Retailer) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
 
 from conftest import make_emulator
-from support import Emulator, Retailer
+from support import Emulator, Retailer, engine_of, execute_sql, query_sql
 
 
 def test_create_returns_an_integer_id(shop: Retailer) -> None:
@@ -19,13 +20,38 @@ def test_create_returns_an_integer_id(shop: Retailer) -> None:
     assert isinstance(response.json()["id"], int)
 
 
-def test_sandbox_accepts_a_token_without_scope_restriction(shop: Retailer) -> None:
-    # decisions.md: any client-credentials token of the retailer
-    response = shop.token_request(grant_type="client_credentials", scope="connect:fulfillment")
-    token = response.json()["access_token"]
+def _strip_scopes(database_url: str, token: str) -> None:
+    """Leave ``token`` with no scope at all: both schemas keep a token's scopes as one
+    space-separated TEXT column, found by the SHA-256 digest of the token."""
+    digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+    literal = f"X'{digest}'" if engine_of(database_url) == "sqlite" else f"'\\x{digest}'::bytea"
+    where = f"WHERE digest = {literal}"
+    execute_sql(database_url, f"UPDATE tokens SET scopes = '' {where}")
+    assert query_sql(database_url, f"SELECT scopes FROM tokens {where}") == [("",)]
+
+
+def test_sandbox_accepts_a_token_without_scope_restriction(
+    emulator: Emulator, shop: Retailer
+) -> None:
+    """decisions.md: the sandbox takes any client-credentials token of the retailer, whatever
+    its scopes. A token asked for normally carries connect:fulfillment, which would pass a scope
+    check too; so this one has its scopes emptied in the database, and the Connect endpoints'
+    refusal of it shows that the scope check really sees no scope."""
+    token = shop.access_token()
+    _strip_scopes(emulator.database_url, token)
     created = shop.post("/v2/fulfillment_sandbox/instacart_users",
                         {"email": "s@example.com", "phone": "1", "password": "p"}, token=token)
-    assert created.status_code == 200
+    assert created.status_code == 200, created.text
+    authorized = shop.post(
+        f"/v2/fulfillment_sandbox/instacart_users/{created.json()['id']}/authorize",
+        {"redirect_uri": shop.redirect_uri, "scope": "account_linking"}, token=token)
+    assert authorized.status_code == 200, authorized.text
+    assert shop.exchange(authorized.json()["code"]).status_code == 200  # a real code
+    for refused in (shop.get("/v2/fulfillment/users/u1", token=token),
+                    shop.post("/v2/fulfillment/users", {"user_id": "u1", "first_name": "A"},
+                              token=token)):
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "insufficient_scope"
 
 
 def test_authorize_ignores_the_tutorials_extra_fields(shop: Retailer) -> None:

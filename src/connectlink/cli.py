@@ -154,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http="connectlink.server.protocol:HeaderDeadlineProtocol",  # 408 on slow headers
         access_log=False,  # ours leaves out query strings, which may hold credentials
         log_config=_log_config(),
         server_header=False,

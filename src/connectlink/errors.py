@@ -130,6 +130,14 @@ class RequestTooLarge(ConnectError):
     code = 4001
 
 
+class RequestTimeout(ConnectError):
+    """A client too slow with its headers or body (decisions.md has no row; 4001, like 413)."""
+
+    status = 408
+    message = "Request Timeout"
+    code = 4001
+
+
 class RateLimited(ConnectError):
     status = 429
     message = "Too many requests"
@@ -466,7 +474,8 @@ CONNECT_ERRORS: dict[tuple[int | None, str], type[ConnectError]] = {
     for cls in (
         UserNotFound, UserNotActive, UserNotLinked, LinkingTokenInvalid, AlreadyLinked, Blank,
         Invalid, EmailTaken, InvalidSandboxUserId, MalformedJSON, NotFound, MethodNotAllowed,
-        RequestTooLarge, RateLimited, ServiceUnavailable, InternalError, MultipleErrors,
+        RequestTooLarge, RequestTimeout, RateLimited, ServiceUnavailable, InternalError,
+        MultipleErrors,
     )
 }
 

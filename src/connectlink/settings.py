@@ -34,6 +34,10 @@ class Settings:
     # in the database; the production profile refuses to start without one.
     secret_key: str | None = field(default=None, repr=False)
     session_ttl: int = 12 * 3600  # decisions.md: a Login session lasts 12 hours
+    # Slow clients: a request's headers must arrive within ``header_timeout`` seconds of its
+    # first byte, and its body within ``body_timeout`` of the handler asking for it (408).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.profile == "production" and not self.secret_key:
@@ -70,6 +74,9 @@ class Settings:
             values["secret_key"] = env["CONNECTLINK_SECRET_KEY"]
         if "CONNECTLINK_PRIVACY_RETENTION" in env:
             values["privacy_retention"] = int(env["CONNECTLINK_PRIVACY_RETENTION"])
+        for name in ("header_timeout", "body_timeout"):
+            if f"CONNECTLINK_{name.upper()}" in env:
+                values[name] = float(env[f"CONNECTLINK_{name.upper()}"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         profile = values.pop("profile", None) or env.get("CONNECTLINK_PROFILE", "emulator")
         return cls.for_profile(profile, **values)
@@ -84,4 +91,6 @@ class Settings:
             "CONNECTLINK_ACCESS_LOG": "1" if self.access_log else "0",
             "CONNECTLINK_PRIVACY_RETENTION": str(self.privacy_retention),
             "CONNECTLINK_POOL_SIZE": str(self.pool_size),
+            "CONNECTLINK_HEADER_TIMEOUT": str(self.header_timeout),
+            "CONNECTLINK_BODY_TIMEOUT": str(self.body_timeout),
         }

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connectlink import text
 from connectlink.errors import Blank, ConnectError, Invalid
 
 MAX_LENGTH = 255
@@ -39,7 +40,8 @@ def anything(value: str) -> bool:
 
 
 class FieldReader:
-    """Reads string fields from a JSON object, collecting one error per bad field in order."""
+    """Reads string fields from a JSON object, collecting one error per bad field in order.
+    Every string field follows the one rule for text (``connectlink.text.clean``)."""
 
     def __init__(self, body: Mapping[str, Any]) -> None:
         self.body = body
@@ -55,7 +57,8 @@ class FieldReader:
         value = self.body.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        if not isinstance(value, str) or len(value) > MAX_LENGTH or not rule(value):
+        if (not isinstance(value, str) or len(value) > MAX_LENGTH or not text.clean(value)
+                or not rule(value)):
             self.errors.append(Invalid(key))
             return None
         return value

@@ -6,9 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
-from connectlink import security
+from connectlink import security, wire
 from connectlink.clock import Clock
 from connectlink.errors import (
     AlreadyLinked,
@@ -18,17 +16,9 @@ from connectlink.errors import (
     UserNotFound,
     UserNotLinked,
 )
-from connectlink.linking.users import find, find_active
+from connectlink.linking.users import find, find_active, stored_id
 from connectlink.models import LinkOutcome
 from connectlink.storage.base import Store
-
-
-class Membership(msgspec.Struct, omit_defaults=True):
-    """The body of ``GET .../link``; ``expired_at`` only when a membership exists."""
-
-    express_member: bool
-    instacartplus_member: bool
-    expired_at: str | None = None
 
 
 def iso_utc(timestamp: float) -> str:
@@ -54,6 +44,7 @@ async def link(
     """``POST .../link``, checked in the decided order: user exists, user active, token
     present, token valid, isolation rule. The store decides the last four in one transaction,
     so single use and the isolation rule hold under races."""
+    stored_id(user_id)
     token = body.get("linking_token")
     if not isinstance(token, str) or not token.strip():
         await find_active(store, clock, retailer_id, user_id)  # the user's errors come first
@@ -67,9 +58,11 @@ async def link(
     return outcome
 
 
-async def membership(store: Store, clock: Clock, retailer_id: int, user_id: str) -> Membership:
+async def membership(
+    store: Store, clock: Clock, retailer_id: int, user_id: str
+) -> wire.Membership:
     """``GET .../link``: Instacart+ status computed now, by the server's clock."""
-    found = await store.find_link(retailer_id, user_id, clock.now())
+    found = await store.find_link(retailer_id, stored_id(user_id), clock.now())
     if found is None:
         raise UserNotFound()
     user, account = found
@@ -79,9 +72,11 @@ async def membership(store: Store, clock: Clock, retailer_id: int, user_id: str)
         raise UserNotLinked()
     ends = account.membership_expires_at
     if ends is None:
-        return Membership(express_member=False, instacartplus_member=False)
+        return wire.Membership(express_member=False, instacartplus_member=False)
     member = ends > clock.now()
-    return Membership(express_member=member, instacartplus_member=member, expired_at=iso_utc(ends))
+    return wire.Membership(
+        express_member=member, instacartplus_member=member, expired_at=iso_utc(ends)
+    )
 
 
 async def unlink(store: Store, clock: Clock, retailer_id: int, user_id: str) -> bool:

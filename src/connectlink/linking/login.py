@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 
-from connectlink import security
+from connectlink import security, text
 from connectlink.clock import Clock
 from connectlink.errors import IncorrectLogin, LoginLocked
 from connectlink.models import InstacartAccount, LoginThrottle
@@ -67,8 +67,8 @@ async def sign_in(
              if t.locked(now) and t.locked_until is not None]
     if locks:
         raise LoginLocked(max(locks), now)
-    # A control character is in no stored email, and some engines refuse to look one up.
-    found = await store.get_instacart_login(email) if email.isprintable() else None
+    # A control character is in no stored email, and PostgreSQL refuses to look one up.
+    found = await store.get_instacart_login(email) if text.clean(email) else None
     stored_hash = found[1] if found is not None else _decoy_hash()
     # argon2 takes tens of milliseconds of CPU: off the event loop, so the API keeps answering.
     matches = await asyncio.get_running_loop().run_in_executor(

@@ -23,6 +23,7 @@ from connectlink.storage.base import Store
 
 YEAR = 365 * 86_400
 _MAX_ID = 2**63 - 1
+_MAX_DIGITS = len(str(_MAX_ID))
 
 
 async def create_account(store: Store, clock: Clock, body: Mapping[str, Any]) -> InstacartAccount:
@@ -48,8 +49,10 @@ async def create_account(store: Store, clock: Clock, body: Mapping[str, Any]) ->
 
 
 def parse_account_id(raw: str) -> int:
-    """The sandbox ``user_id`` path parameter: an integer, else ``"Invalid user_id"``."""
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_ID:
+    """The sandbox ``user_id`` path parameter: a decimal integer that fits the 64-bit id
+    column, else ``"Invalid user_id"``. The length is checked before ``int`` reads it: Python
+    refuses to convert more than 4,300 digits, and no id needs more than 19."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS or int(raw) > _MAX_ID:
         raise InvalidSandboxUserId()
     return int(raw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectlink import text, wire
 from connectlink.clock import Clock
 from connectlink.errors import UserNotActive, UserNotFound, combine
 from connectlink.linking import fields
@@ -22,7 +23,15 @@ def capitalise(name: str) -> str:
 
 def _addressable(user_id: str) -> bool:
     # A user_id travels as one path segment in every later call.
-    return "/" not in user_id and user_id.isprintable()
+    return "/" not in user_id and text.clean(user_id)
+
+
+def stored_id(user_id: str) -> str:
+    """A path's ``user_id``, if a stored user could have it: one that no user can have (a
+    control character, over 255 characters) is not found, and never reaches the store."""
+    if not text.identifier(user_id):
+        raise UserNotFound()
+    return user_id
 
 
 async def create_or_update(
@@ -59,7 +68,7 @@ async def create_or_update(
 
 async def find(store: Store, clock: Clock, retailer_id: int, user_id: str) -> ConnectUser:
     """The retailer's user ``user_id``; another retailer's user of that id does not exist here."""
-    user = await store.get_connect_user(retailer_id, user_id, clock.now())
+    user = await store.get_connect_user(retailer_id, stored_id(user_id), clock.now())
     if user is None:
         raise UserNotFound()
     return user
@@ -72,14 +81,10 @@ async def find_active(store: Store, clock: Clock, retailer_id: int, user_id: str
     return user
 
 
-def render(user: ConnectUser) -> dict[str, str]:
+def render(user: ConnectUser) -> wire.ConnectUser:
     """The user object; an optional field with no value is left out, never null."""
-    rendered = {"user_id": user.user_id, "first_name": user.first_name}
-    for key in ("last_name", "phone_number", "locale"):
-        value = getattr(user, key)
-        if value is not None:
-            rendered[key] = value
-    return rendered
+    return wire.ConnectUser(user.user_id, user.first_name, user.last_name, user.phone_number,
+                            user.locale)
 
 
 async def request_privacy(

@@ -24,7 +24,7 @@ from connectlink.errors import (
     with_query,
 )
 from connectlink.models import ACCOUNT_LINKING, AUTHORIZATION_CODE, OAuthClient
-from connectlink.oauth import codes, pkce, scopes
+from connectlink.oauth import codes, grants, pkce, scopes
 from connectlink.storage.base import Store
 
 # decisions.md: a Login URL without ``scope`` asks for account linking.
@@ -160,10 +160,7 @@ def consent(client: OAuthClient | None, request: AuthorizationRequest) -> Consen
 
 async def validate(store: Store, request: AuthorizationRequest) -> Consent:
     """``consent`` for a request that names its client by ``client_id``."""
-    named = request.client_id
-    # A control character identifies no client, and some engines refuse to look one up.
-    client = await store.get_client(named) if named and named.isprintable() else None
-    return consent(client, request)
+    return consent(await grants.find_client(store, request.client_id), request)
 
 
 async def grant(store: Store, now: float, ttl: int, allowed: Consent, account_id: int) -> str:

@@ -4,9 +4,8 @@ RFC 7009), as connect-api.md sections 1, 1b and 3 and decisions.md settle them."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from connectlink import security
+from connectlink import security, text, wire
 from connectlink.clock import Clock
 from connectlink.errors import (
     InvalidClient,
@@ -49,16 +48,18 @@ class IssuedToken:
     created_at: int
     scope: str | None
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "access_token": self.access_token,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-        }
-        if self.scope:
-            body["scope"] = self.scope
-        body["created_at"] = self.created_at
-        return body
+    def body(self) -> wire.Token:
+        return wire.Token(access_token=self.access_token, token_type="Bearer",
+                          expires_in=self.expires_in,
+                          scope=self.scope or None, created_at=self.created_at)
+
+
+async def find_client(store: Store, client_id: str | None) -> OAuthClient | None:
+    """The client ``client_id`` names; text no client_id can hold (a control character, too
+    long) names none, and never reaches the store."""
+    if client_id is None or not text.identifier(client_id):
+        return None
+    return await store.get_client(client_id)
 
 
 async def authenticate_client(store: Store, request: TokenRequest) -> OAuthClient:
@@ -66,7 +67,7 @@ async def authenticate_client(store: Store, request: TokenRequest) -> OAuthClien
     credentials = request.credentials
     if credentials is None:
         raise InvalidClient()
-    client = await store.get_client(credentials.client_id)
+    client = await find_client(store, credentials.client_id)
     stored = client.secret_digest if client is not None else _NO_SUCH_SECRET
     if not security.matches(credentials.client_secret, stored) or client is None:
         raise InvalidClient(basic_challenge=credentials.via_basic)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_plus
@@ -44,8 +43,9 @@ def parse(
     params = _body_params(content_type, body)
     basic = _basic_credentials(authorization)
     if basic is not None:
-        # Section 2.3: a client must not use more than one authentication method per request.
-        if "client_secret" in params:
+        # Section 2.3: a client must not use more than one authentication method per request,
+        # and a body naming another client than the header's is not one client at all.
+        if "client_secret" in params or params.get("client_id", basic.client_id) != basic.client_id:
             raise InvalidRequest()
         return TokenRequest(params, basic)
     client_id, client_secret = params.get("client_id"), params.get("client_secret")
@@ -68,7 +68,7 @@ def _body_params(content_type: str, body: bytes) -> dict[str, str]:
 
 def _json_params(body: bytes) -> dict[str, str]:
     try:
-        decoded = jsonio.decode(body)
+        decoded = jsonio.decode_strict(body)  # section 3.2: no parameter twice
     except jsonio.UnreadableJSON:
         raise InvalidRequest() from None
     if not isinstance(decoded, dict):
@@ -102,7 +102,9 @@ def _basic_credentials(authorization: str | None) -> ClientCredentials | None:
         return None
     try:
         decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    # binascii.Error, UnicodeDecodeError, and base64's refusal of a str with non-ASCII
+    # characters (a header is read as latin-1) are all ValueErrors.
+    except ValueError:
         raise InvalidClient(basic_challenge=True) from None
     client_id, sep, client_secret = decoded.partition(":")
     if not sep or not client_id or not client_secret:

@@ -19,50 +19,37 @@ from starlette.requests import Request
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectlink import text
 from connectlink.clock import Clock, SystemClock
 from connectlink.errors import InternalError, MethodNotAllowed, NotFound
 from connectlink.server.context import Context
-from connectlink.server.endpoints import links, oauth, sandbox, users
-from connectlink.server.pages import views
-from connectlink.server.render import (
-    Handler,
-    Renderer,
-    error_response,
-    log,
-    page_error_response,
-    respond,
-)
+from connectlink.server.openapi import ApiDocument
+from connectlink.server.operations import Operation, for_settings
+from connectlink.server.render import Renderer, error_response, log, page_error_response, respond
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
 
 
 class Endpoint:
-    """One path: its handler per method; any other method gets 405 with the full ``Allow``.
-    ``render`` gives errors their form: JSON envelopes for the API, pages for a browser."""
+    """One path: its operations by method; any other method gets 405 with the full ``Allow``.
+    Errors take the operations' form: JSON envelopes for the API, pages for a browser. The
+    operation's name goes into the request's scope, for the access log."""
 
-    def __init__(self, by_method: dict[str, Handler], render: Renderer = error_response) -> None:
-        self.by_method = by_method
-        self.render = render
-        allowed = set(by_method) | ({"HEAD"} if "GET" in by_method else set())
+    def __init__(self, operations: list[Operation]) -> None:
+        self.by_method = {op.method: (op.name, op.bound()) for op in operations}
+        self.render: Renderer = page_error_response if operations[0].page else error_response
+        allowed = set(self.by_method) | ({"HEAD"} if "GET" in self.by_method else set())
         self.allow = ", ".join(sorted(allowed))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        handler = self.by_method.get("GET" if method == "HEAD" else method)
-        if handler is None:
+        found = self.by_method.get("GET" if method == "HEAD" else method)
+        if found is None:
             response = self.render(MethodNotAllowed(self.allow))
         else:
+            scope["operation"], handler = found
             response = await respond(handler, Request(scope, receive), self.render)
         await response(scope, receive, send)
-
-
-def route(path: str, **by_method: Handler) -> Route:
-    return Route(path, Endpoint(by_method))
-
-
-def page(path: str, **by_method: Handler) -> Route:
-    """A route a browser visits: its errors are pages, or redirects back to the client."""
-    return Route(path, Endpoint(by_method, page_error_response))
 
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,30 +57,12 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(NotFound())(scope, receive, send)
 
 
-def routes(settings: Settings) -> list[Route]:
-    """Every endpoint, in the order of the public docs."""
-    table = [
-        route("/v2/oauth/token", POST=oauth.token),
-        route("/v2/oauth/token/revoke", POST=oauth.revoke),
-        route("/v2/fulfillment/users", POST=users.create),
-        route("/v2/fulfillment/users/{user_id}", GET=users.read),
-        route("/v2/fulfillment/users/{user_id}/link", POST=links.link, GET=links.membership),
-        route("/v2/fulfillment/users/{user_id}/privacy_request", POST=users.privacy_request),
-        # "Login with Instacart" (section 2): the shopper's sign-in and consent, in a browser
-        page("/oauth/authorize", GET=views.authorize, POST=views.decide),
-        page("/oauth/sign_in", POST=views.sign_in),
-        page("/oauth/sign_out", POST=views.sign_out),
-        page("/oauth/assets/{name}", GET=views.asset),
-    ]
-    if settings.sandbox:
-        table += [
-            route("/v2/fulfillment_sandbox/instacart_users", POST=sandbox.create_instacart_user),
-            route(
-                "/v2/fulfillment_sandbox/instacart_users/{user_id}/authorize",
-                POST=sandbox.authorize_instacart_user,
-            ),
-        ]
-    return table
+def routes(operations: tuple[Operation, ...]) -> list[Route]:
+    """One route a path, in the table's order."""
+    by_path: dict[str, list[Operation]] = {}
+    for op in operations:
+        by_path.setdefault(op.path, []).append(op)
+    return [Route(path, Endpoint(ops)) for path, ops in by_path.items()]
 
 
 class AccessLog:
@@ -121,8 +90,9 @@ class AccessLog:
             await self.app(scope, receive, send_and_note)
         finally:
             self.log.info(
-                '%s "%s %s" %d %.1fms', scope["client"][0] if scope.get("client") else "-",
-                scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
+                '%s "%s %s" %d %.1fms %s', scope["client"][0] if scope.get("client") else "-",
+                scope["method"], text.for_log(scope["path"]), status,
+                (time.perf_counter() - started) * 1000, scope.get("operation", "-"),
             )
 
 
@@ -142,7 +112,8 @@ class ConnectLink:
         except Exception:
             if scope["type"] != "http":
                 raise
-            log.exception("unexpected failure on %s %s", scope["method"], scope["path"])
+            log.exception("unexpected failure on %s %s", scope["method"],
+                          text.for_log(scope["path"]))
             with contextlib.suppress(RuntimeError):  # too late if the response had begun
                 await error_response(InternalError())(scope, receive, send)
 
@@ -153,6 +124,8 @@ def create_app(
     """A ConnectLink server. Without ``store``, the lifespan opens ``settings.database_url``
     in the serving process (and closes it at shutdown)."""
     ctx = Context(settings=settings, clock=clock or SystemClock(), store=store)
+    operations = for_settings(settings)
+    ctx.api = ApiDocument.of(operations)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
@@ -167,7 +140,7 @@ def create_app(
                 await ctx.store.close()
                 ctx.store = None
 
-    router = Router(routes(settings), redirect_slashes=False, default=not_found,
+    router = Router(routes(operations), redirect_slashes=False, default=not_found,
                     lifespan=lifespan)
     return ConnectLink(ctx, router)
 

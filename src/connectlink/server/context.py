@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from connectlink import jsonio, security
 from connectlink.clock import Clock
-from connectlink.errors import MalformedJSON, RequestTooLarge
+from connectlink.errors import MalformedJSON, RequestTimeout, RequestTooLarge
 from connectlink.models import AccessToken
 from connectlink.oauth import bearer
 from connectlink.oauth.grants import TokenLifetimes
 from connectlink.server.pages.session import SessionCookies
 from connectlink.settings import Settings
 from connectlink.storage.base import Store
+
+if TYPE_CHECKING:
+    from connectlink.server.openapi import ApiDocument
 
 
 @dataclass(slots=True)
@@ -24,6 +29,7 @@ class Context:
     store: Store | None = None  # opened by the lifespan unless injected
     lifetimes: TokenLifetimes = field(init=False)
     sessions: SessionCookies | None = None  # the Login pages' cookies, keyed at startup
+    api: ApiDocument = field(init=False)  # the OpenAPI document, set by the app factory
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(
@@ -63,18 +69,26 @@ async def authorize(request: Request, scope: str | None) -> AccessToken:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw body, refused with 413 past the configured limit without reading it all."""
-    limit = context(request).settings.max_body_bytes
+    """The raw body, refused with 413 past the configured limit without reading it all, and
+    with 408 if it has not all arrived within the body timeout (a slow client holds a
+    connection and a task for as long as it likes otherwise; uvicorn has no such limit)."""
+    settings = context(request).settings
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    # (A length of more digits than int() will read is over any limit too.)
+    if declared.isdigit() and (len(declared) > 15 or int(declared) > limit):
         raise RequestTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge()
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge()
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout() from None
     return b"".join(chunks)
 
 

@@ -9,10 +9,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 
-from connectlink import jsonio
+from connectlink import jsonio, text
 from connectlink.errors import (
     REALM,
     BearerError,
@@ -27,6 +27,7 @@ from connectlink.errors import (
     PageError,
     RateLimited,
     RedirectableAuthorizationError,
+    RequestTimeout,
     ServiceUnavailable,
 )
 from connectlink.linking.links import iso_utc
@@ -36,6 +37,9 @@ log = logging.getLogger("connectlink.errors")
 Handler = Callable[[Request], Awaitable[Response]]
 Renderer = Callable[[ConnectLinkError], Response]
 
+# What the access log records for a client that left before its request was answered (the
+# status nginx uses); it is never sent, there is nobody left to send it to.
+CLIENT_CLOSED_REQUEST = 499
 # RFC 6749 section 5.1: token responses, and their errors, must not be cached.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -63,6 +67,8 @@ def error_response(error: ConnectLinkError) -> Response:
             headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
     elif isinstance(error, MethodNotAllowed) and error.allow:
         headers["Allow"] = error.allow
+    elif isinstance(error, RequestTimeout):
+        headers["Connection"] = "close"  # what is left of a slow request is not read
     return json_response(error.body(), error.status, headers)
 
 
@@ -115,12 +121,17 @@ async def respond(
 
     Anything unplanned is our fault: the documented 5000 envelope, and a log line for us that
     names the request by method and path only (headers, query and body may hold credentials).
-    The connection stays open for the client's next request.
+    The connection stays open for the client's next request. A client that leaves before its
+    body has arrived is no failure of ours: one INFO line, and nobody to answer.
     """
     try:
         return await handler(request)
     except ConnectLinkError as error:
         return render(error)
+    except ClientDisconnect:
+        log.info("client left during %s %s", request.method, text.for_log(request.url.path))
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     except Exception:
-        log.exception("unexpected failure on %s %s", request.method, request.url.path)
+        log.exception("unexpected failure on %s %s", request.method,
+                      text.for_log(request.url.path))
         return render(InternalError())

@@ -5,25 +5,23 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from connectlink import wire
 from connectlink.linking import links
-from connectlink.models import FULFILLMENT
-from connectlink.server.context import authorize, context, json_object
-from connectlink.server.endpoints.users import SUCCESS
+from connectlink.models import AccessToken
+from connectlink.server.context import context, json_object
 from connectlink.server.render import json_response
 
 
-async def link(request: Request) -> Response:
-    token = await authorize(request, FULFILLMENT)
+async def link(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     await links.link(
         ctx.db, ctx.clock, token.retailer_id, request.path_params["user_id"],
         await json_object(request), request.headers.get("x-retailer-id"),
     )
-    return json_response(SUCCESS)
+    return json_response(wire.SUCCESS)
 
 
-async def membership(request: Request) -> Response:
-    token = await authorize(request, FULFILLMENT)
+async def membership(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     found = await links.membership(
         ctx.db, ctx.clock, token.retailer_id, request.path_params["user_id"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from connectlink import wire
 from connectlink.oauth import grants
 from connectlink.oauth import requests as token_requests
 from connectlink.server.context import context, read_body
@@ -30,4 +31,4 @@ async def token(request: Request) -> Response:
 async def revoke(request: Request) -> Response:
     ctx = context(request)
     await grants.revoke(ctx.db, ctx.clock, await _token_request(request))
-    return json_response({})
+    return json_response(wire.REVOKED)

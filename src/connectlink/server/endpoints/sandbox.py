@@ -5,21 +5,21 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from connectlink import wire
 from connectlink.errors import InvalidToken
 from connectlink.linking import sandbox
-from connectlink.server.context import authorize, context, json_object
+from connectlink.models import AccessToken
+from connectlink.server.context import context, json_object
 from connectlink.server.render import json_response
 
 
-async def create_instacart_user(request: Request) -> Response:
-    await authorize(request, None)
+async def create_instacart_user(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     account = await sandbox.create_account(ctx.db, ctx.clock, await json_object(request))
-    return json_response({"id": account.id})
+    return json_response(wire.SandboxUser(account.id))
 
 
-async def authorize_instacart_user(request: Request) -> Response:
-    token = await authorize(request, None)
+async def authorize_instacart_user(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     client = await ctx.db.get_client_by_pk(token.client_pk)
     if client is None:  # the client was deleted after issuing the token
@@ -28,4 +28,4 @@ async def authorize_instacart_user(request: Request) -> Response:
         ctx.db, ctx.clock, ctx.settings.code_ttl, client, request.path_params["user_id"],
         await json_object(request),
     )
-    return json_response({"code": code})
+    return json_response(wire.SandboxCode(code))

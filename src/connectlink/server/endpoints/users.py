@@ -5,16 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from connectlink import wire
 from connectlink.linking import users
-from connectlink.models import FULFILLMENT
-from connectlink.server.context import authorize, context, json_object
+from connectlink.models import AccessToken
+from connectlink.server.context import context, json_object
 from connectlink.server.render import json_response
 
-SUCCESS = {"success": True}
 
-
-async def create(request: Request) -> Response:
-    token = await authorize(request, FULFILLMENT)
+async def create(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     user = await users.create_or_update(
         ctx.db, ctx.clock, token.retailer_id, await json_object(request),
@@ -23,18 +21,18 @@ async def create(request: Request) -> Response:
     return json_response(users.render(user))
 
 
-async def read(request: Request) -> Response:
-    token = await authorize(request, FULFILLMENT)
+async def read(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     user = await users.find(ctx.db, ctx.clock, token.retailer_id, request.path_params["user_id"])
     return json_response(users.render(user))
 
 
-async def privacy_request(request: Request) -> Response:
-    token = await authorize(request, FULFILLMENT)
+async def privacy_request(request: Request, token: AccessToken) -> Response:
+    """The request has no fields; a body that is sent must still be JSON (decisions.md)."""
     ctx = context(request)
+    await json_object(request)
     await users.request_privacy(
         ctx.db, ctx.clock, ctx.settings.privacy_retention, token.retailer_id,
         request.path_params["user_id"],
     )
-    return json_response(SUCCESS)
+    return json_response(wire.SUCCESS)

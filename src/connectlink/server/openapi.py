@@ -1,0 +1,192 @@
+"""The OpenAPI 3.1 document, generated from the three things that define the wire: the
+operation table (paths, methods, callers), the bodies in ``connectlink.wire`` (msgspec's JSON
+Schema of the very Structs the server encodes) and the error vocabulary (each documented
+refusal is an instance of the class the server raises; its example is that instance's body).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from connectlink import __version__, errors, jsonio, wire
+from connectlink.server.operations import Caller, Family, Operation
+
+REF = "#/components/schemas/{name}"
+_PATH_PARAMETER = re.compile(r"{(\w+)}")
+_ENVELOPES = (wire.ConnectErrorEnvelope, wire.OAuthErrorBody)
+_SECURITY: dict[Caller, list[dict[str, list[str]]]] = {
+    Caller.BEARER: [{"bearer": []}],
+    # Client credentials in the body (no scheme), or HTTP Basic (RFC 6749 section 2.3.1).
+    Caller.CLIENT: [{}, {"clientBasic": []}],
+    Caller.NONE: [],
+}
+_DESCRIPTION = """\
+Instacart Connect's account-linking API as ConnectLink serves it: OAuth tokens, Connect users,
+linking and Instacart+ membership, the sandbox helpers, and the "Login with Instacart" pages.
+Errors use two envelopes: the Connect one, `{"error": {"message", "code"}, "meta": {"key"}}`,
+and the OAuth one, `{"error", "error_description"}` (token endpoints and bearer failures)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDocument:
+    """A server's document, built once, and its encoding as served."""
+
+    document: dict[str, Any]
+    encoded: bytes
+
+    @classmethod
+    def of(cls, operations: Iterable[Operation]) -> ApiDocument:
+        built = document(operations)
+        return cls(built, jsonio.encode(built))
+
+
+def ref(cls: type[Any]) -> dict[str, str]:
+    return {"$ref": REF.format(name=cls.__name__)}
+
+
+def document(operations: Iterable[Operation]) -> dict[str, Any]:
+    """The whole document for these operations (a server's, for its profile)."""
+    operations = tuple(operations)
+    bodies = {op.request for op in operations} | {op.response for op in operations}
+    types = sorted((t for t in bodies if t is not None), key=lambda t: t.__name__)
+    _, schemas = msgspec.json.schema_components([*types, *_ENVELOPES], ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, operations)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ConnectLink: Instacart Connect account linking",
+                 "version": __version__, "description": _DESCRIPTION},
+        "tags": [{"name": family.value} for family in Family
+                 if any(op.family is family for op in operations)],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "A client_credentials access token"},
+                "clientBasic": {"type": "http", "scheme": "basic",
+                                "description": "client_id and client_secret"},
+            },
+        },
+    }
+
+
+def _operation(op: Operation, operations: tuple[Operation, ...]) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "operationId": op.name,
+        "summary": op.summary,
+        "tags": [op.family.value],
+        "security": _SECURITY[op.caller],
+    }
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAMETER.findall(op.path)
+    ]
+    if parameters:
+        described["parameters"] = parameters
+    if op.request is not None:
+        media = ["application/json"]
+        if op.caller is Caller.CLIENT:
+            media.append("application/x-www-form-urlencoded")
+        described["requestBody"] = {
+            "required": True, "content": {m: {"schema": ref(op.request)} for m in media},
+        }
+    described["responses"] = {"200": _success(op, operations), **_refusals(op)}
+    if op.page:
+        described["responses"] |= {
+            "302": {"description": "Back to the client's redirect URI: a code, or an error"},
+            "303": {"description": "On to the next page of the flow"},
+        }
+    return described
+
+
+def _success(op: Operation, operations: tuple[Operation, ...]) -> dict[str, Any]:
+    if op.response is None:
+        media = "application/json" if op.name == "openapi" else "text/html"
+        return {"description": "The page", "content": {media: {}}}
+    success: dict[str, Any] = {
+        "description": "Success", "content": {"application/json": {"schema": ref(op.response)}},
+    }
+    if op.response is wire.ConnectUser and op.method == "POST":
+        success["links"] = _user_links(operations)
+    return success
+
+
+def _user_links(operations: tuple[Operation, ...]) -> dict[str, Any]:
+    """From a created user to every operation on it (for stateful testing)."""
+    return {
+        op.name: {"operationId": op.name,
+                  "parameters": {"user_id": "$response.body#/user_id"}}
+        for op in operations if op.family is Family.CONNECT and "{user_id}" in op.path
+    }
+
+
+def _refusals(op: Operation) -> dict[str, Any]:
+    by_status: dict[int, list[errors.ConnectLinkError]] = {}
+    for refusal in op.refusals():
+        by_status.setdefault(refusal.status, []).append(refusal)
+    return {str(status): _refusal_response(op, found)
+            for status, found in sorted(by_status.items())}
+
+
+def _refusal_response(op: Operation, found: list[errors.ConnectLinkError]) -> dict[str, Any]:
+    if op.page:  # a browser's errors are pages
+        return {"description": "; ".join(_title(e) for e in found),
+                "content": {"text/html": {}}}
+    shapes = sorted({_envelope(e).__name__ for e in found})
+    schema = ({"$ref": REF.format(name=shapes[0])} if len(shapes) == 1
+              else {"anyOf": [{"$ref": REF.format(name=name)} for name in shapes]})
+    response: dict[str, Any] = {
+        "description": "; ".join(_title(e) for e in found),
+        "content": {"application/json": {
+            "schema": schema,
+            "examples": {_example_name(e): {"summary": _title(e), "value": e.body()}
+                         for e in found},
+        }},
+    }
+    headers = _headers(found)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _envelope(error: errors.ConnectLinkError) -> type[Any]:
+    return wire.ConnectErrorEnvelope if isinstance(error, errors.ConnectError) else (
+        wire.OAuthErrorBody)
+
+
+def _title(error: errors.ConnectLinkError) -> str:
+    body = error.body()
+    if isinstance(error, errors.ConnectError):
+        return str(body["error"]["message"]) + (f" ({error.key})" if error.key else "")
+    return f'{body["error"]}: {body["error_description"]}'
+
+
+def _example_name(error: errors.ConnectLinkError) -> str:
+    name = type(error).__name__
+    if isinstance(error, errors.ConnectError) and error.key:
+        name += f"-{error.key}"
+    if isinstance(error, errors.BearerError) and not error.token_sent:
+        name += "-none-sent"
+    return name
+
+
+def _headers(found: list[errors.ConnectLinkError]) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if any(isinstance(e, errors.BearerError) for e in found) or any(
+        isinstance(e, errors.InvalidClient) for e in found
+    ):
+        headers["WWW-Authenticate"] = {"schema": {"type": "string"},
+                                       "description": "RFC 6750 (bearer) or Basic challenge"}
+    if any(isinstance(e, errors.RateLimited | errors.ServiceUnavailable) for e in found):
+        headers["Retry-After"] = {"schema": {"type": "integer", "minimum": 1},
+                                  "description": "Seconds to wait before trying again"}
+    if any(isinstance(e, errors.RequestTimeout) for e in found):
+        headers["Connection"] = {"schema": {"const": "close"}}
+    return headers

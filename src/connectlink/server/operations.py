@@ -1,0 +1,194 @@
+"""The operation table: every operation of the server, one entry each, in the order of the
+public docs. It is the one list that the router, the OpenAPI document, the access log (and,
+later, metric labels and rate-limit buckets) read: each entry says its name, method and path,
+its family (which decides the profiles that have it), what the caller must present, its
+summary, its request and response bodies and the refusals it documents.
+
+Authentication happens here, once, before a handler runs: a ``BEARER`` operation's handler is
+called with the caller's access token, already checked for the operation's scope.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connectlink import errors, wire
+from connectlink.errors import ConnectLinkError
+from connectlink.models import FULFILLMENT, AccessToken
+from connectlink.server.context import authorize
+from connectlink.server.endpoints import docs, links, oauth, sandbox, users
+from connectlink.server.pages import views
+from connectlink.settings import Settings
+
+Handler = Callable[[Request], Awaitable[Response]]
+BearerHandler = Callable[[Request, AccessToken], Awaitable[Response]]
+
+
+class Family(enum.Enum):
+    OAUTH = "oauth"  # the token endpoints (connect-api.md sections 1, 1b, 3)
+    CONNECT = "connect"  # /v2/fulfillment (sections 4, 5, 7)
+    PAGES = "pages"  # "Login with Instacart", in a browser (section 2)
+    SANDBOX = "sandbox"  # /v2/fulfillment_sandbox (section 8): only with the sandbox on
+    DOCS = "docs"  # this document and its reference page
+
+
+class Caller(enum.Enum):
+    """What a request must present."""
+
+    NONE = "none"  # anyone (pages, documentation)
+    CLIENT = "client"  # OAuth client credentials, in the body or HTTP Basic
+    BEARER = "bearer"  # a client-credentials access token, holding ``scope`` if one is set
+
+
+# Refusals every operation of a kind may answer with, documented once here.
+_ANY = (errors.InternalError(), errors.ServiceUnavailable())
+_BODY = (errors.RequestTooLarge(), errors.RequestTimeout())
+_BEARER = (
+    errors.InvalidToken(token_sent=False), errors.InvalidToken(), errors.ExpiredToken(),
+    errors.RevokedToken(), errors.InsufficientScope(),
+)
+_CLIENT = (errors.InvalidRequest(), errors.InvalidClient(), errors.QueryParamsForbidden())
+# The Login pages: a request whose client or redirect URI cannot be trusted is shown, never
+# redirected; a form must come from the page that showed it.
+_UNTRUSTED = (errors.UnknownClient(), errors.InvalidRedirectUri())
+_FORM = (errors.CsrfRejected(), errors.MalformedForm(), *_BODY)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    method: str
+    path: str
+    family: Family
+    caller: Caller
+    handler: Any  # a Handler, or a BearerHandler for BEARER operations
+    summary: str
+    scope: str | None = None
+    request: type[Any] | None = None  # the documented body
+    response: type[Any] | None = None  # the 200 body (None: a page or a redirect)
+    errors: tuple[ConnectLinkError, ...] = ()
+
+    @property
+    def page(self) -> bool:
+        """Does a browser call it? Then its errors are pages, or redirects to the client."""
+        return self.family is Family.PAGES
+
+    def refusals(self) -> tuple[ConnectLinkError, ...]:
+        """Every refusal it documents: its own, then those of its caller and body kind."""
+        common = {Caller.BEARER: _BEARER, Caller.CLIENT: _CLIENT}.get(self.caller, ())
+        body: tuple[ConnectLinkError, ...] = ()
+        if self.request is not None:  # the token endpoints: unreadable is invalid_request
+            body = _BODY if self.caller is Caller.CLIENT else (*_BODY, errors.MalformedJSON())
+        return (*self.errors, *common, *body, *_ANY)
+
+    def bound(self) -> Handler:
+        """The handler as the router calls it: authentication first, where there is any."""
+        if self.caller is not Caller.BEARER:
+            handler: Handler = self.handler
+            return handler
+        bearer_handler: BearerHandler = self.handler
+        scope = self.scope
+
+        async def authenticated(request: Request) -> Response:
+            return await bearer_handler(request, await authorize(request, scope))
+
+        return authenticated
+
+
+_USER = "/v2/fulfillment/users/{user_id}"
+_SANDBOX_USERS = "/v2/fulfillment_sandbox/instacart_users"
+
+OPERATIONS = (
+    Operation(
+        "issue_token", "POST", "/v2/oauth/token", Family.OAUTH, Caller.CLIENT, oauth.token,
+        "Issue an access token (client_credentials) or a linking token (authorization_code)",
+        request=wire.TokenRequestBody, response=wire.Token,
+        errors=(errors.UnsupportedGrantType(), errors.InvalidScope(), errors.InvalidGrant(),
+                errors.UnauthorizedGrant()),
+    ),
+    Operation(
+        "revoke_token", "POST", "/v2/oauth/token/revoke", Family.OAUTH, Caller.CLIENT,
+        oauth.revoke, "Revoke a token issued to this client (RFC 7009)",
+        request=wire.RevokeRequestBody, response=wire.Revoked,
+        errors=(errors.UnauthorizedRevoke(),),
+    ),
+    Operation(
+        "authorize", "GET", "/oauth/authorize", Family.PAGES, Caller.NONE, views.authorize,
+        "Login with Instacart: the login page, or the consent page once signed in",
+        errors=_UNTRUSTED,
+    ),
+    Operation(
+        "decide", "POST", "/oauth/authorize", Family.PAGES, Caller.NONE, views.decide,
+        "Allow (a code, back to the redirect URI) or Deny", errors=(*_FORM, *_UNTRUSTED),
+    ),
+    Operation(
+        "sign_in", "POST", "/oauth/sign_in", Family.PAGES, Caller.NONE, views.sign_in,
+        "Sign in to an Instacart account",
+        errors=(*_FORM, *_UNTRUSTED, errors.IncorrectLogin(), errors.LoginLocked(0, 0)),
+    ),
+    Operation("sign_out", "POST", "/oauth/sign_out", Family.PAGES, Caller.NONE,
+              views.sign_out, "Sign out (\"Not you?\")", errors=(*_FORM, *_UNTRUSTED)),
+    Operation("page_asset", "GET", "/oauth/assets/{name}", Family.PAGES, Caller.NONE,
+              views.asset, "The Login pages' stylesheet", errors=(errors.NotFound(),)),
+    Operation(
+        "link", "POST", f"{_USER}/link", Family.CONNECT, Caller.BEARER, links.link,
+        "Link an Instacart account to a Connect user with a single-use linking token",
+        scope=FULFILLMENT, request=wire.LinkBody, response=wire.Success,
+        errors=(errors.UserNotFound(), errors.UserNotActive(), errors.Blank("linking_token"),
+                errors.LinkingTokenInvalid(), errors.AlreadyLinked()),
+    ),
+    Operation(
+        "get_link", "GET", f"{_USER}/link", Family.CONNECT, Caller.BEARER, links.membership,
+        "Whether the linked Instacart account is an Instacart+ member, and until when",
+        scope=FULFILLMENT, response=wire.Membership,
+        errors=(errors.UserNotFound(), errors.UserNotActive(), errors.UserNotLinked()),
+    ),
+    Operation(
+        "create_user", "POST", "/v2/fulfillment/users", Family.CONNECT, Caller.BEARER,
+        users.create, "Create a Connect user, or update the fields sent if it exists",
+        scope=FULFILLMENT, request=wire.CreateUserBody, response=wire.ConnectUser,
+        errors=(errors.Blank("first_name"), errors.Invalid("phone_number"),
+                errors.MultipleErrors([errors.Blank("user_id"), errors.Blank("first_name")])),
+    ),
+    Operation(
+        "get_user", "GET", _USER, Family.CONNECT, Caller.BEARER, users.read,
+        "Read a Connect user", scope=FULFILLMENT, response=wire.ConnectUser,
+        errors=(errors.UserNotFound(),),
+    ),
+    Operation(
+        "privacy_request", "POST", f"{_USER}/privacy_request", Family.CONNECT, Caller.BEARER,
+        users.privacy_request,
+        "File a data deletion request: the user stops being active and is purged later",
+        scope=FULFILLMENT, response=wire.Success,
+        errors=(errors.UserNotFound(), errors.MalformedJSON(), *_BODY),
+    ),
+    Operation(
+        "create_instacart_user", "POST", _SANDBOX_USERS, Family.SANDBOX, Caller.BEARER,
+        sandbox.create_instacart_user, "Create a test Instacart user",
+        request=wire.CreateInstacartUserBody, response=wire.SandboxUser,
+        errors=(errors.EmailTaken(), errors.Blank("email"), errors.Invalid("email")),
+    ),
+    Operation(
+        "authorize_instacart_user", "POST", f"{_SANDBOX_USERS}/{{user_id}}/authorize",
+        Family.SANDBOX, Caller.BEARER, sandbox.authorize_instacart_user,
+        "Consent for a test Instacart user without a browser: an authorization code",
+        request=wire.AuthorizeBody, response=wire.SandboxCode,
+        errors=(errors.InvalidSandboxUserId(), errors.Invalid("redirect_uri"),
+                errors.Blank("scope"), errors.Invalid("scope")),
+    ),
+    Operation("openapi", "GET", "/openapi.json", Family.DOCS, Caller.NONE, docs.openapi,
+              "This server's OpenAPI 3.1 document"),
+    Operation("reference", "GET", "/docs", Family.DOCS, Caller.NONE, docs.reference,
+              "The API reference, rendered from the OpenAPI document"),
+)
+
+
+def for_settings(settings: Settings) -> tuple[Operation, ...]:
+    """The operations a server with these settings has: the sandbox family only when on."""
+    return tuple(op for op in OPERATIONS if op.family is not Family.SANDBOX or settings.sandbox)

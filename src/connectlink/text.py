@@ -1,0 +1,36 @@
+"""The one rule for text that comes from a request, and the one way it goes into a log line.
+
+Text is accepted when valid UTF-8 can carry it and it holds no control character
+(decisions.md "Text that no field accepts"): nothing in U+0000-U+001F, no U+007F, and no lone
+surrogate (which no UTF-8 encodes). PostgreSQL refuses NUL in text outright while SQLite stores
+it, so the rule is applied before the store sees a value, and both engines answer alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNACCEPTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# An identifier this server stores (a Connect user_id, a client_id) is never longer than this.
+MAX_IDENTIFIER = 255
+LOG_LIMIT = 256
+
+
+def clean(value: str) -> bool:
+    """May ``value`` be stored and echoed? (Valid UTF-8, no control characters.)"""
+    return _UNACCEPTABLE.search(value) is None
+
+
+def identifier(value: str) -> bool:
+    """Could ``value`` name something this server stores? A path segment or a ``client_id``
+    that fails this names nothing, whatever the engine."""
+    return 0 < len(value) <= MAX_IDENTIFIER and clean(value)
+
+
+def for_log(value: str, limit: int = LOG_LIMIT) -> str:
+    """``value`` as a log line may carry it: control characters escaped (no forged lines), at
+    most ``limit`` characters of it, and how much was left out."""
+    shown = _UNACCEPTABLE.sub(lambda found: f"\\x{ord(found.group()):02x}", value[:limit])
+    if len(value) > limit:
+        shown += f"...[{len(value) - limit} more]"
+    return shown

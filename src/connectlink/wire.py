@@ -1,0 +1,148 @@
+"""Every body on the wire as a msgspec Struct: what the server encodes, what the OpenAPI
+document describes (msgspec's JSON Schema of these very types), and what the SDK decodes.
+
+Field order is wire order. Optional fields are left out when they have no value, never null
+(decisions.md "Connect users", "Membership"). Request bodies are described here for the document
+only: the server reads them field by field (``linking.fields``), so that each bad field gets its
+own documented error rather than a generic decoding failure.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+# --------------------------------------------------------------------------------------------
+# Responses
+
+
+class Token(Struct, kw_only=True, omit_defaults=True):
+    """An access token or a linking token (connect-api.md sections 1 and 3)."""
+
+    access_token: Annotated[str, Meta(description="The bearer token, or the linking token.")]
+    token_type: Literal["Bearer"]
+    expires_in: Annotated[int, Meta(description="Seconds until the token expires.")]
+    scope: str | None = None
+    created_at: Annotated[int, Meta(description="When it was issued, in Unix epoch seconds.")]
+
+
+class Revoked(Struct):
+    """The revocation endpoint's answer: an empty object (connect-api.md section 1b)."""
+
+
+class Success(Struct):
+    success: bool = True
+
+
+class ConnectUser(Struct, omit_defaults=True):
+    """A Connect user (connect-api.md section 7); optional fields absent when unset."""
+
+    user_id: str
+    first_name: str
+    last_name: str | None = None
+    phone_number: str | None = None
+    locale: str | None = None
+
+
+class Membership(Struct, omit_defaults=True):
+    """The body of ``GET .../link``; ``expired_at`` only when a membership exists."""
+
+    express_member: bool
+    instacartplus_member: bool
+    expired_at: Annotated[
+        str, Meta(description="When the Instacart+ membership ends (UTC).",
+                  examples=["2027-09-21T00:00:00Z"])
+    ] | None = None
+
+
+class SandboxUser(Struct):
+    id: int
+
+
+class SandboxCode(Struct):
+    code: str
+
+
+SUCCESS = Success()
+REVOKED = Revoked()
+
+# --------------------------------------------------------------------------------------------
+# Error envelopes (connect-api.md section 9; RFC 6749 section 5.2; RFC 6750 section 3)
+
+
+class ConnectErrorMeta(Struct, omit_defaults=True):
+    key: str | None = None
+
+
+class ConnectErrorDetail(Struct, omit_defaults=True):
+    message: str
+    code: int | None
+    errors: list[ConnectErrorEnvelope] | None = None
+
+
+class ConnectErrorEnvelope(Struct):
+    """``{"error": {"message", "code"}, "meta": {"key"?}}``; the 9999 wrapper nests others."""
+
+    error: ConnectErrorDetail
+    meta: ConnectErrorMeta
+
+
+class OAuthErrorBody(Struct):
+    """The token endpoints' and bearer failures' shape: ``{"error", "error_description"}``."""
+
+    error: str
+    error_description: str
+
+
+# --------------------------------------------------------------------------------------------
+# Request bodies, as documented
+
+
+class TokenRequestBody(Struct, kw_only=True, omit_defaults=True):
+    """``POST /v2/oauth/token`` (JSON or form-encoded; HTTP Basic may carry the client)."""
+
+    grant_type: Literal["client_credentials", "authorization_code"]
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None
+    code: str | None = None
+    redirect_uri: str | None = None
+    code_verifier: str | None = None
+
+
+class RevokeRequestBody(Struct, kw_only=True, omit_defaults=True):
+    token: str
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
+_Name = Annotated[str, Meta(max_length=255, pattern="^[^/:<>$%?\\x00-\\x1f\\x7f]*$")]
+
+
+class CreateUserBody(Struct, kw_only=True, omit_defaults=True):
+    user_id: Annotated[str, Meta(min_length=1, max_length=255,
+                                 pattern="^[^/\\x00-\\x1f\\x7f]+$")]
+    first_name: _Name
+    last_name: _Name | None = None
+    phone_number: Annotated[str, Meta(pattern="^\\+[1-9][0-9]{1,14}$")] | None = None
+    locale: Annotated[str, Meta(examples=["en-US"])] | None = None
+
+
+class LinkBody(Struct):
+    linking_token: str
+
+
+class CreateInstacartUserBody(Struct, kw_only=True, omit_defaults=True):
+    email: str
+    phone: str
+    password: str
+    express_member: bool = False
+    instacartplus_member: bool = False
+
+
+class AuthorizeBody(Struct, kw_only=True, omit_defaults=True):
+    redirect_uri: str
+    scope: Annotated[str, Meta(examples=["openid account_linking"])]
+    code_challenge: str | None = None
+    code_challenge_method: Literal["S256", "plain"] | None = None
