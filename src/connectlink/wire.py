@@ -146,3 +146,34 @@ class AuthorizeBody(Struct, kw_only=True, omit_defaults=True):
     scope: Annotated[str, Meta(examples=["openid account_linking"])]
     code_challenge: str | None = None
     code_challenge_method: Literal["S256", "plain"] | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# The Login pages' inputs (decisions.md "Login with Instacart"): a query string, then forms
+
+
+class AuthorizationQuery(Struct, kw_only=True, omit_defaults=True):
+    """``GET /oauth/authorize`` (RFC 6749 section 4.1.1, RFC 7636 section 4.3)."""
+
+    response_type: Literal["code"]
+    client_id: str
+    redirect_uri: str
+    scope: Annotated[str, Meta(examples=["account_linking"])] | None = None
+    state: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: Literal["S256", "plain"] | None = None
+
+
+class SignOutForm(AuthorizationQuery, kw_only=True):
+    """Every form carries the authorization request and the session's CSRF token."""
+
+    csrf_token: str
+
+
+class SignInForm(SignOutForm, kw_only=True):
+    email: str
+    password: str
+
+
+class ConsentForm(SignOutForm, kw_only=True):
+    decision: Literal["allow", "deny"]

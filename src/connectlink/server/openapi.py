@@ -88,10 +88,11 @@ def _operation(op: Operation, operations: tuple[Operation, ...]) -> dict[str, An
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PATH_PARAMETER.findall(op.path)
     ]
+    parameters += _query_parameters(op.query)
     if parameters:
         described["parameters"] = parameters
     if op.request is not None:
-        media = ["application/json"]
+        media = ["application/x-www-form-urlencoded"] if op.page else ["application/json"]
         if op.caller is Caller.CLIENT:
             media.append("application/x-www-form-urlencoded")
         described["requestBody"] = {
@@ -104,6 +105,17 @@ def _operation(op: Operation, operations: tuple[Operation, ...]) -> dict[str, An
             "303": {"description": "On to the next page of the flow"},
         }
     return described
+
+
+def _query_parameters(query: type[Any] | None) -> list[dict[str, Any]]:
+    """A Struct's fields as query parameters (the Login URL's)."""
+    if query is None:
+        return []
+    _, components = msgspec.json.schema_components([query])
+    schema = components[query.__name__]
+    required = set(schema.get("required", ()))
+    return [{"name": name, "in": "query", "required": name in required, "schema": field}
+            for name, field in schema["properties"].items()]
 
 
 def _success(op: Operation, operations: tuple[Operation, ...]) -> dict[str, Any]:

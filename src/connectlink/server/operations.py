@@ -71,6 +71,7 @@ class Operation:
     summary: str
     scope: str | None = None
     request: type[Any] | None = None  # the documented body
+    query: type[Any] | None = None  # the documented query parameters, as a Struct's fields
     response: type[Any] | None = None  # the 200 body (None: a page or a redirect)
     errors: tuple[ConnectLinkError, ...] = ()
 
@@ -83,7 +84,8 @@ class Operation:
         """Every refusal it documents: its own, then those of its caller and body kind."""
         common = {Caller.BEARER: _BEARER, Caller.CLIENT: _CLIENT}.get(self.caller, ())
         body: tuple[ConnectLinkError, ...] = ()
-        if self.request is not None:  # the token endpoints: unreadable is invalid_request
+        if self.request is not None and not self.page:  # the pages' are in their _FORM
+            # the token endpoints answer an unreadable body with invalid_request
             body = _BODY if self.caller is Caller.CLIENT else (*_BODY, errors.MalformedJSON())
         return (*self.errors, *common, *body, *_ANY)
 
@@ -121,19 +123,21 @@ OPERATIONS = (
     Operation(
         "authorize", "GET", "/oauth/authorize", Family.PAGES, Caller.NONE, views.authorize,
         "Login with Instacart: the login page, or the consent page once signed in",
-        errors=_UNTRUSTED,
+        query=wire.AuthorizationQuery, errors=_UNTRUSTED,
     ),
     Operation(
         "decide", "POST", "/oauth/authorize", Family.PAGES, Caller.NONE, views.decide,
-        "Allow (a code, back to the redirect URI) or Deny", errors=(*_FORM, *_UNTRUSTED),
+        "Allow (a code, back to the redirect URI) or Deny", request=wire.ConsentForm,
+        errors=(*_FORM, *_UNTRUSTED),
     ),
     Operation(
         "sign_in", "POST", "/oauth/sign_in", Family.PAGES, Caller.NONE, views.sign_in,
-        "Sign in to an Instacart account",
+        "Sign in to an Instacart account", request=wire.SignInForm,
         errors=(*_FORM, *_UNTRUSTED, errors.IncorrectLogin(), errors.LoginLocked(0, 0)),
     ),
     Operation("sign_out", "POST", "/oauth/sign_out", Family.PAGES, Caller.NONE,
-              views.sign_out, "Sign out (\"Not you?\")", errors=(*_FORM, *_UNTRUSTED)),
+              views.sign_out, "Sign out (\"Not you?\")", request=wire.SignOutForm,
+              errors=(*_FORM, *_UNTRUSTED)),
     Operation("page_asset", "GET", "/oauth/assets/{name}", Family.PAGES, Caller.NONE,
               views.asset, "The Login pages' stylesheet", errors=(errors.NotFound(),)),
     Operation(
