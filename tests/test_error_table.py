@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import contract
+from connectlink import errors
 from connectlink.linking import retailers
 from connectlink.models import CLIENT_CREDENTIALS, FULFILLMENT
 from support import Emulator, Retailer, execute_sql
@@ -491,12 +492,17 @@ def test_error_row(case: Case, emulator: Emulator, shop: Retailer, other_shop: R
     for name, value in case.headers.items():
         assert response.headers.get(name) == value
     contract.check(response)  # a status its operation documents, a body its schema allows
+    # The vocabulary round-trips: the response rebuilds the error, whole wire form included.
+    rebuilt = errors.from_response(response.status_code, response.json(), response.headers)
+    assert rebuilt is not None and rebuilt.status == response.status_code
+    assert not type(rebuilt).__name__.startswith("Unknown"), rebuilt
+    assert rebuilt.body() == case.body
+    for name, value in rebuilt.headers().items():
+        assert response.headers.get(name) == value, name
 
 
 def test_every_wire_error_class_has_a_row() -> None:
     """The table covers the vocabulary: each message and OAuth slug appears in some row."""
-    from connectlink import errors
-
     rows = str([case.body for case in CASES])
     # No limiter yet; 503 needs an outage (test_resilience); 408 a slow client (test_timeouts).
     untriggerable = {errors.RateLimited, errors.ServiceUnavailable, errors.RequestTimeout}
@@ -506,3 +512,24 @@ def test_every_wire_error_class_has_a_row() -> None:
     for cls in errors.OAUTH_ERRORS.values():
         if cls not in untriggerable:
             assert repr(cls.description) in rows, cls
+
+
+@pytest.mark.parametrize("raised", [
+    errors.ExpiredToken(), errors.RevokedToken(), errors.InvalidToken(token_sent=False),
+    errors.InvalidClient(basic_challenge=True), errors.RateLimited(7),
+    errors.ServiceUnavailable(3), errors.MethodNotAllowed("GET, HEAD"), errors.Blank("email"),
+    errors.MultipleErrors([errors.Blank("user_id"), errors.Invalid("locale")]),
+])
+def test_a_response_rebuilds_the_class_that_was_raised(raised: errors.ConnectLinkError) -> None:
+    rebuilt = errors.from_response(raised.status, raised.body(), raised.headers())
+    assert type(rebuilt) is type(raised)
+    assert rebuilt is not None and rebuilt.body() == raised.body()
+    assert rebuilt.headers() == raised.headers()
+
+
+def test_an_unknown_envelope_is_kept_whole() -> None:
+    body = {"error": {"message": "Something new", "code": 1234}, "meta": {"key": "x"}}
+    rebuilt = errors.from_response(422, body, {})
+    assert isinstance(rebuilt, errors.ConnectError) and rebuilt.status == 422
+    assert rebuilt.body() == body
+    assert errors.from_response(200, {"success": True}) is None

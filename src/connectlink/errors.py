@@ -7,13 +7,15 @@ Class attributes *are* the contract (connect-api.md section 9, decisions.md). Th
   (RFC 6749 section 5.2, connect-api.md sections 1 and 1b).
 - ``BearerError``: resource-endpoint token failures, RFC 6750 shape plus ``WWW-Authenticate``.
 
-Nothing here knows HTTP frameworks; ``server/render.py`` turns these into responses, and the
-SDK uses ``CONNECT_ERRORS`` and ``OAUTH_ERRORS`` to raise the same classes from a response.
+Each class carries its whole wire form: status, ``body()`` and ``headers()``. Nothing here
+knows HTTP frameworks; ``server/render.py`` turns these into responses, and ``from_response``
+turns a response back into the class the server raised (the SDK raises what it returns).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -25,6 +27,19 @@ class ConnectLinkError(Exception):
 
     def body(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def headers(self) -> dict[str, str]:
+        """The headers its wire form carries besides the body's content type."""
+        return {}
+
+
+class RetryLater:
+    """A refusal that says when to come back (``Retry-After``, whole seconds)."""
+
+    retry_after: int
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +138,9 @@ class MethodNotAllowed(ConnectError):
         super().__init__()
         self.allow = allow
 
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow} if self.allow else {}
+
 
 class RequestTooLarge(ConnectError):
     status = 413
@@ -137,8 +155,11 @@ class RequestTimeout(ConnectError):
     message = "Request Timeout"
     code = 4001
 
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # what is left of a slow request is not read
 
-class RateLimited(ConnectError):
+
+class RateLimited(RetryLater, ConnectError):
     status = 429
     message = "Too many requests"
     code = 2003
@@ -148,7 +169,7 @@ class RateLimited(ConnectError):
         self.retry_after = retry_after
 
 
-class ServiceUnavailable(ConnectError):
+class ServiceUnavailable(RetryLater, ConnectError):
     status = 503
     message = "Service temporarily unavailable. Please try again later."
     code = 2003
@@ -191,6 +212,10 @@ def combine(errors: list[ConnectError]) -> ConnectError | None:
 # OAuth 2.0 token endpoints
 
 
+# RFC 6749 section 5.1: token responses, and their errors, must not be cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 class OAuthError(ConnectLinkError):
     """An RFC 6749 section 5.2 error as the token endpoints send it."""
 
@@ -202,6 +227,9 @@ class OAuthError(ConnectLinkError):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.error, "error_description": self.description}
+
+    def headers(self) -> dict[str, str]:
+        return dict(NO_STORE)
 
 
 class InvalidRequest(OAuthError):
@@ -246,6 +274,11 @@ class InvalidClient(OAuthError):
         super().__init__()
         # RFC 6749 section 5.2: answer a failed HTTP Basic attempt with a Basic challenge.
         self.basic_challenge = basic_challenge
+
+    def headers(self) -> dict[str, str]:
+        if not self.basic_challenge:
+            return super().headers()
+        return {**super().headers(), "WWW-Authenticate": f'Basic realm="{REALM}"'}
 
 
 class QueryParamsForbidden(OAuthError):
@@ -404,7 +437,7 @@ class IncorrectLogin(PageError):
     advice = "Check your email and password and try again."
 
 
-class LoginLocked(PageError):
+class LoginLocked(RetryLater, PageError):
     """Too many failed sign-ins for this account or from this address; ``until`` is when the
     lock ends (epoch seconds)."""
 
@@ -445,6 +478,9 @@ class BearerError(ConnectLinkError):
             f'error_description="{self.description}"'
         )
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge()}
+
 
 class InvalidToken(BearerError):
     status = 401
@@ -467,7 +503,7 @@ class InsufficientScope(BearerError):
 
 
 # --------------------------------------------------------------------------------------------
-# Wire code -> class tables (the SDK raises the same classes from a response body).
+# Wire code -> class tables, and back from a response to the class the server raised.
 
 CONNECT_ERRORS: dict[tuple[int | None, str], type[ConnectError]] = {
     (cls.code, cls.message): cls
@@ -479,10 +515,67 @@ CONNECT_ERRORS: dict[tuple[int | None, str], type[ConnectError]] = {
     )
 }
 
-OAUTH_ERRORS: dict[tuple[int, str], type[OAuthError | BearerError]] = {
-    (cls.status, cls.error): cls
+# By status, slug and description: ExpiredToken and RevokedToken share InvalidToken's slug.
+OAUTH_ERRORS: dict[tuple[int, str, str], type[OAuthError | BearerError]] = {
+    (cls.status, cls.error, cls.description): cls
     for cls in (
         InvalidRequest, UnsupportedGrantType, InvalidScope, InvalidGrant, UnauthorizedGrant,
-        InvalidClient, QueryParamsForbidden, UnauthorizedRevoke, InvalidToken, InsufficientScope,
+        InvalidClient, QueryParamsForbidden, UnauthorizedRevoke, InvalidToken, ExpiredToken,
+        RevokedToken, InsufficientScope,
     )
 }
+
+
+def _retry_after(headers: Mapping[str, str]) -> int:
+    value = headers.get("retry-after", headers.get("Retry-After", ""))
+    return int(value) if value.isdigit() else 1
+
+
+def _connect_error(status: int, body: Mapping[str, Any], headers: Mapping[str, str]
+                   ) -> ConnectError:
+    error, meta = body.get("error") or {}, body.get("meta") or {}
+    cls = CONNECT_ERRORS.get((error.get("code"), error.get("message", "")))
+    key = meta.get("key") if isinstance(meta, Mapping) else None
+    if cls is MultipleErrors:
+        return MultipleErrors([_connect_error(status, e, headers) for e in error.get("errors", [])])
+    if cls is RateLimited or cls is ServiceUnavailable:
+        return cls(_retry_after(headers))
+    if cls is MethodNotAllowed:
+        return MethodNotAllowed(headers.get("allow", headers.get("Allow", "")))
+    if cls is None or (cls.status != status and status != 400):
+        # A refusal this vocabulary does not know: kept whole, as a class of its own.
+        cls = type("UnknownConnectError", (ConnectError,), {
+            "status": status, "message": str(error.get("message", "")),
+            "code": error.get("code")})
+    return cls(key) if key is not None and key != cls.key else cls()
+
+
+def _oauth_error(status: int, body: Mapping[str, Any], headers: Mapping[str, str]
+                 ) -> OAuthError | BearerError:
+    slug, description = str(body.get("error")), str(body.get("error_description", ""))
+    cls = OAUTH_ERRORS.get((status, slug, description))
+    if cls is None:
+        base: type[OAuthError] = type("UnknownOAuthError", (OAuthError,), {
+            "status": status, "error": slug, "description": description})
+        return base()
+    challenge = headers.get("www-authenticate", headers.get("WWW-Authenticate", ""))
+    if issubclass(cls, BearerError):
+        return cls(token_sent="error=" in challenge)
+    if cls is InvalidClient:
+        return InvalidClient(basic_challenge=challenge.startswith("Basic"))
+    return cls()
+
+
+def from_response(
+    status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> ConnectLinkError | None:
+    """The error a response carries, as the class the server raised (with its key, its
+    ``Retry-After``, its challenge), or None if the body is no error envelope of this API."""
+    headers = headers or {}
+    if not isinstance(body, Mapping) or "error" not in body:
+        return None
+    if isinstance(body["error"], Mapping):
+        return _connect_error(status, body, headers)
+    if isinstance(body["error"], str):
+        return _oauth_error(status, body, headers)
+    return None

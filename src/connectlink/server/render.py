@@ -14,21 +14,13 @@ from starlette.responses import RedirectResponse, Response
 
 from connectlink import jsonio, text
 from connectlink.errors import (
-    REALM,
-    BearerError,
     ConnectError,
     ConnectLinkError,
     FatalAuthorizationError,
     InternalError,
-    InvalidClient,
     LoginLocked,
-    MethodNotAllowed,
-    OAuthError,
     PageError,
-    RateLimited,
     RedirectableAuthorizationError,
-    RequestTimeout,
-    ServiceUnavailable,
 )
 from connectlink.linking.links import iso_utc
 from connectlink.server.pages.templates import PAGE_HEADERS, page
@@ -40,8 +32,6 @@ Renderer = Callable[[ConnectLinkError], Response]
 # What the access log records for a client that left before its request was answered (the
 # status nginx uses); it is never sent, there is nobody left to send it to.
 CLIENT_CLOSED_REQUEST = 499
-# RFC 6749 section 5.1: token responses, and their errors, must not be cached.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def json_response(
@@ -50,26 +40,9 @@ def json_response(
     return Response(jsonio.encode(body), status, headers, "application/json")
 
 
-def _retry_after(error: ConnectLinkError) -> dict[str, str]:
-    if isinstance(error, RateLimited | ServiceUnavailable | LoginLocked):
-        return {"Retry-After": str(error.retry_after)}
-    return {}
-
-
 def error_response(error: ConnectLinkError) -> Response:
-    """The wire form of any ConnectLink error, with the headers its family requires."""
-    headers = _retry_after(error)
-    if isinstance(error, BearerError):
-        headers["WWW-Authenticate"] = error.challenge()
-    elif isinstance(error, OAuthError):
-        headers.update(NO_STORE)
-        if isinstance(error, InvalidClient) and error.basic_challenge:
-            headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
-    elif isinstance(error, MethodNotAllowed) and error.allow:
-        headers["Allow"] = error.allow
-    elif isinstance(error, RequestTimeout):
-        headers["Connection"] = "close"  # what is left of a slow request is not read
-    return json_response(error.body(), error.status, headers)
+    """The wire form of any ConnectLink error: its status, body and headers, all its own."""
+    return json_response(error.body(), error.status, error.headers())
 
 
 # What a shopper reads when something outside the authorization rules goes wrong on a page.
@@ -98,9 +71,7 @@ def page_error_response(error: ConnectLinkError) -> Response:
         title, advice = _TROUBLE
     response = page("error.html", error.status, title=title, advice=advice, slug=slug,
                     **_retry_context(error))
-    response.headers.update(_retry_after(error))
-    if isinstance(error, MethodNotAllowed) and error.allow:
-        response.headers["Allow"] = error.allow
+    response.headers.update(error.headers())
     return response
 
 

@@ -6,10 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from connectlink import wire
+from connectlink.errors import NO_STORE
 from connectlink.oauth import grants
 from connectlink.oauth import requests as token_requests
 from connectlink.server.context import context, read_body
-from connectlink.server.render import NO_STORE, json_response
+from connectlink.server.render import json_response
 
 
 async def _token_request(request: Request) -> token_requests.TokenRequest:
