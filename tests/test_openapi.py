@@ -97,4 +97,6 @@ def test_the_reference_page_lists_every_operation(served: Emulator) -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
     for op in for_settings(served.server.settings):
         assert f'id="{op.name}"' in page.text
+    assert page.text.count('id="schema-ConnectErrorEnvelope"') == 1
+    assert "<title>API reference · Instacart</title>" in page.text
     assert "<script" not in page.text

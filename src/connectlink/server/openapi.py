@@ -177,7 +177,8 @@ def _title(error: errors.ConnectLinkError) -> str:
     body = error.body()
     if isinstance(error, errors.ConnectError):
         return str(body["error"]["message"]) + (f" ({error.key})" if error.key else "")
-    return f'{body["error"]}: {body["error_description"]}'
+    sent = "" if not isinstance(error, errors.BearerError) or error.token_sent else " (none sent)"
+    return f'{body["error"]}: {body["error_description"]}{sent}'
 
 
 def _example_name(error: errors.ConnectLinkError) -> str:

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
 
+from connectlink import jsonio
+
 # decisions.md "Headers on every page". Codes travel in URLs, hence no-referrer; every asset is
 # ConnectLink's own, hence default-src 'self'.
 PAGE_HEADERS = {
@@ -21,12 +23,15 @@ PAGE_HEADERS = {
 
 @cache
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("connectlink.server.pages", "templates"),
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # A body as the wire carries it (key order kept), for the reference page; autoescaped.
+    env.filters["wire"] = lambda value: jsonio.encode(value).decode()
+    return env
 
 
 def origin(uri: str) -> str:
