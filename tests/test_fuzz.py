@@ -91,9 +91,11 @@ def test_every_operation_keeps_its_contract(case: Any, target: Target) -> None:
 
 def test_stateful_links_keep_the_contract(target: Target) -> None:
     machine = SCHEMA.as_state_machine()
+    calls: dict[str, int] = {}
 
     class Bound(machine):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            calls[case.operation.label] = calls.get(case.operation.label, 0) + 1
             return {"base_url": target.url, "headers": target.headers}
 
         def validate_response(self, response: Any, case: Any,
@@ -104,3 +106,7 @@ def test_stateful_links_keep_the_contract(target: Target) -> None:
     run_state_machine_as_test(Bound, settings=settings(
         max_examples=40, stateful_step_count=6, deadline=None,
         suppress_health_check=list(HealthCheck)))
+    print(f"stateful calls: {sum(calls.values())}", dict(sorted(calls.items())))
+    # the links were followed: a created user was then used by the operations on it
+    assert calls.get("POST /v2/fulfillment/users", 0) > 0
+    assert sum(n for label, n in calls.items() if "{user_id}" in label) > 0
