@@ -2,20 +2,31 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed
+# Two install stamps: what running needs (`make run`, `make demo`), and that plus the dev tools
+# (`make test`, `make lint`, `make bench`). Either is redone when pyproject.toml changes.
+RUNTIME = $(VENV)/.installed-runtime
+DEV     = $(VENV)/.installed-dev
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DATABASE ?= sqlite:///var/connectlink.db
 
-.PHONY: install browser run demo test lint bench clean
+.PHONY: install install-dev browser run demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
 
-install: $(STAMP)
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# ".[dev]" holds the runtime dependencies too, so it stamps both.
+$(DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(RUNTIME) $@
+
+install: $(RUNTIME)
+install-dev: $(DEV)
 
 ## Debian's Chromium, for the browser tests (Playwright drives it; it downloads no browser).
 CHROMIUM ?= /usr/bin/chromium
@@ -23,25 +34,25 @@ browser:
 	@test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 ## Serve the emulator on SQLite; on an empty database, create and print a demo retailer.
-run: install
+run: $(RUNTIME)
 	mkdir -p var
 	$(BIN)/connectlink serve --migrate --host $(HOST) --port $(PORT) --database $(DATABASE)
 
 ## ConnectLink and the example storefront together; prints where to go and how to log in.
-demo: install
+demo: $(RUNTIME)
 	PYTHONPATH=examples $(BIN)/python examples/storefront/demo.py
 
-## Every test (about 2 minutes on 2 cores), browser tests included, one worker per core.
-test: install browser
+## Every test (about 2-3 minutes on 2 cores), browser tests included, one worker per core.
+test: $(DEV) browser
 	$(BIN)/pytest -n auto
 
 ## Static checks: ruff and mypy --strict.
-lint: install
+lint: $(DEV)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
-## The benchmark (about 5 minutes): ratios to a bare ASGI baseline and to Prism. ARGS=--scale N
-bench: install
+## The benchmark (about two minutes): ratios to a bare ASGI baseline and to Prism. ARGS=--scale N
+bench: $(DEV)
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:

@@ -18,11 +18,13 @@ import pytest
 from connectlink.clock import ManualClock
 from connectlink.settings import Settings
 from connectlink.storage import using_store
-from support import Emulator, InProcessServer, Retailer, ThreadServer, run_sync
+from connectlink.testing import InProcessEmulator
+from support import Emulator, Retailer, ThreadServer, run_sync
 
 START = 1_790_000_000.0  # 2026-09-21, a fixed instant so times in bodies are predictable
 POSTGRES = os.environ.get("CONNECTLINK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ENGINES = ["sqlite", "postgres"]
+IN_PROCESS = "http://connectlink.test"
 
 
 async def _postgres(statement: str) -> None:
@@ -76,12 +78,18 @@ def make_emulator(
     if profile == "production":
         overrides.setdefault("secret_key", SECRET_KEY)
     overrides = {"access_log": False, "pool_size": 4, **overrides}
-    settings = Settings.for_profile(profile, database_url=upgraded(database_url), **overrides)
-    server = (InProcessServer if in_process else ThreadServer)(settings, ManualClock(START))
-    server.start()
+    url = upgraded(database_url)
+    server: ThreadServer | InProcessEmulator
+    if in_process:
+        server = InProcessEmulator(url, clock=ManualClock(START), profile=profile, **overrides)
+        client = httpx.Client(transport=server.start().transport(), base_url=IN_PROCESS,
+                              timeout=30)
+    else:
+        server = ThreadServer(Settings.for_profile(profile, database_url=url, **overrides),
+                              ManualClock(START))
+        server.start()
+        client = httpx.Client(base_url=server.url, timeout=30)
     try:
-        client = server.client(timeout=30) if isinstance(server, InProcessServer) else (
-            httpx.Client(base_url=server.url, timeout=30))
         with client as http:
             yield Emulator(server, http)
     finally:

@@ -27,6 +27,7 @@ from connectlink.linking import retailers
 from connectlink.server.app import create_app
 from connectlink.settings import Settings
 from connectlink.storage import Store, using_store
+from connectlink.testing import InProcessEmulator
 
 REDIRECT_URI = "https://shop.example/account/instacart/callback"
 # S256 challenges of the PKCE verifiers tests use, as literals (RFC 7636 Appendix B).
@@ -117,78 +118,6 @@ class ThreadServer(AppServer):
 
     def start(self, app: Any = None) -> None:
         super().start(app or create_app(self.settings, clock=self.clock))
-
-
-class InProcessServer:
-    """The same app without a socket: httpx's ASGI transport, on an event loop of its own
-    thread, with the app's lifespan run as uvicorn runs it. For the contract table, where the
-    wire is the ASGI messages; races, crashes and timeouts keep real servers."""
-
-    url = "http://connectlink.test"
-
-    def __init__(self, settings: Settings, clock: ManualClock) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.app = create_app(settings, clock=clock)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._lifespan: asyncio.Queue[dict[str, str]] | None = None
-        self._lifespan_done: concurrent.futures.Future[None] | None = None
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(60)
-
-    def start(self) -> None:
-        self._thread.start()
-        started: concurrent.futures.Future[dict[str, str]] = concurrent.futures.Future()
-
-        async def lifespan() -> None:
-            self._lifespan = asyncio.Queue()
-            await self._lifespan.put({"type": "lifespan.startup"})
-
-            async def send(message: dict[str, str]) -> None:
-                if message["type"].startswith("lifespan.startup"):
-                    started.set_result(message)
-
-            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-                           self._lifespan.get, send)  # type: ignore[arg-type]
-
-        self._lifespan_done = asyncio.run_coroutine_threadsafe(lifespan(), self._loop)
-        outcome = started.result(30)
-        if outcome["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"the app did not start: {outcome}")
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(transport=_SyncASGI(self), base_url=self.url, **kwargs)
-
-    def stop(self) -> None:
-        if self._lifespan is not None and self._lifespan_done is not None:
-            self._loop.call_soon_threadsafe(self._lifespan.put_nowait,
-                                            {"type": "lifespan.shutdown"})
-            self._lifespan_done.result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-
-class _SyncASGI(httpx.BaseTransport):
-    """A synchronous httpx transport over ``httpx.ASGITransport``, on the server's loop."""
-
-    def __init__(self, server: InProcessServer) -> None:
-        self.server = server
-        self.asgi = httpx.ASGITransport(server.app, client=("127.0.0.1", 50000))
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()  # a streamed body arrives in one piece; its headers are kept
-
-        async def send() -> tuple[int, httpx.Headers, bytes]:
-            relayed = httpx.Request(request.method, request.url, headers=request.headers,
-                                    content=body)
-            response = await self.asgi.handle_async_request(relayed)
-            return response.status_code, response.headers, await response.aread()
-
-        status, headers, content = self.server.run(send())
-        return httpx.Response(status, headers=headers, content=content, request=request)
 
 
 @dataclass
@@ -289,7 +218,7 @@ class Retailer:
 @dataclass
 class Emulator:
     """A running server, its clock, and a way to make retailers in its database."""
-    server: ThreadServer | InProcessServer
+    server: ThreadServer | InProcessEmulator
     http: httpx.Client
     _count: int = 0
 

@@ -487,10 +487,12 @@ SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def test_new_secret_shape() -> None:
-    """``new_secret`` gives 43 URL-safe characters carrying 32 bytes, never the same twice."""
-    made = [security.new_secret() for _ in range(500)]
+    """``new_secret`` gives 43 URL-safe characters carrying 32 bytes, never the same twice,
+    and never one a command line would take for an option."""
+    made = [security.new_secret() for _ in range(5000)]  # a leading "-" is 1 in 64 otherwise
     for secret in made:
         assert SECRET_SHAPE.fullmatch(secret), secret
+        assert not secret.startswith("-"), secret
         assert len(base64.urlsafe_b64decode(secret + "=")) == 32
     assert len(set(made)) == len(made)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -24,6 +25,9 @@ class ConnectLinkError(Exception):
     """Base of every error that has a wire form."""
 
     status: ClassVar[int] = 400
+    # Facts of one response, not of the vocabulary: the SDK sets them on what it raises.
+    request_id: str | None = None  # the response's X-Request-Id, if it had one
+    response_headers: Mapping[str, str] = MappingProxyType({})
 
     def body(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -542,7 +546,7 @@ def _connect_error(status: int, body: Mapping[str, Any], headers: Mapping[str, s
         return cls(_retry_after(headers))
     if cls is MethodNotAllowed:
         return MethodNotAllowed(headers.get("allow", headers.get("Allow", "")))
-    if cls is None or (cls.status != status and status != 400):
+    if cls is None or cls.status != status:
         # A refusal this vocabulary does not know: kept whole, as a class of its own.
         cls = type("UnknownConnectError", (ConnectError,), {
             "status": status, "message": str(error.get("message", "")),

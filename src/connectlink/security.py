@@ -20,8 +20,12 @@ _passwords = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 
 
 def new_secret() -> str:
-    """A 43-character URL-safe string from 32 random bytes, the shape of Instacart's tokens."""
-    return secrets.token_urlsafe(32)
+    """A 43-character URL-safe string from 32 random bytes, the shape of Instacart's tokens;
+    never one that starts with ``-``, which a command line would read as an option
+    (``--client-id -x...``). Rejecting those costs 0.02 of the 256 bits."""
+    while (value := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return value
 
 
 def digest(value: str) -> bytes:

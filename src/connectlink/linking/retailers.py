@@ -1,17 +1,24 @@
-"""Retailers and their OAuth clients: set up by an operator (CLI, ``make run``), not the API."""
+"""Retailers and their OAuth clients: set up by an operator (CLI, ``make run``), not the API.
+
+The operator's refusals are two exceptions of their own, not wire errors: nothing here is
+answered over HTTP, and the CLI gives each its exit code (``NotFound`` 3, ``Refused`` 4).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from connectlink import security
+from connectlink import security, text
 from connectlink.clock import Clock
 from connectlink.models import (
     ACCOUNT_LINKING,
     AUTHORIZATION_CODE,
     CLIENT_CREDENTIALS,
     FULFILLMENT,
+    ConnectUser,
+    InstacartAccount,
     OAuthClient,
     Retailer,
 )
@@ -22,6 +29,73 @@ DEFAULT_GRANTS = {
     CLIENT_CREDENTIALS: frozenset({FULFILLMENT}),
     AUTHORIZATION_CODE: frozenset({ACCOUNT_LINKING}),
 }
+MAX_REDIRECT_URI = 2048  # what browsers and proxies reliably carry in a Location header
+
+
+class NotFound(LookupError):
+    """An operator named a retailer, client or user that does not exist."""
+
+
+class Refused(ValueError):
+    """An operator asked for something the rules forbid: a blank name, no redirect URI, a
+    redirect URI that could never be used."""
+
+
+def check_redirect_uri(uri: str) -> str:
+    """``uri``, if a client may register it: an absolute URI without a fragment (RFC 6749
+    section 3.1.2), with a host if it is http(s), no whitespace or control character. The
+    Login pages compare it character for character, so a bad one would only fail later."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        raise Refused(f"redirect URI {uri!r} is not a URI") from None
+    if not text.clean(uri) or any(c.isspace() for c in uri) or len(uri) > MAX_REDIRECT_URI:
+        raise Refused(f"redirect URI {uri!r} holds whitespace or control characters, or is "
+                      f"over {MAX_REDIRECT_URI} characters")
+    if not parts.scheme or not (parts.netloc or parts.path):
+        raise Refused(f"redirect URI {uri!r} is not absolute: it needs a scheme, such as "
+                      "https://shop.example/callback (RFC 6749 section 3.1.2)")
+    if "#" in uri:
+        raise Refused(f"redirect URI {uri!r} has a fragment, which RFC 6749 section 3.1.2 "
+                      "forbids")
+    if parts.scheme in {"http", "https"} and not host:
+        raise Refused(f"redirect URI {uri!r} has no host")
+    return uri
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    """A client and the only time its secret exists in plaintext."""
+
+    client: OAuthClient
+    client_secret: str
+
+    def credentials(self) -> dict[str, object]:
+        return {
+            "retailer_id": self.client.retailer_id,
+            "client_id": self.client.client_id,
+            "client_secret": self.client_secret,
+        }
+
+
+def draft_client(
+    redirect_uris: list[str], require_pkce: bool, grants: Mapping[str, frozenset[str]]
+) -> NewClient:
+    """A client to store (``pk`` and ``retailer_id`` still 0), with a new id and secret."""
+    if not redirect_uris:
+        raise Refused("a client needs at least one redirect URI")
+    secret = security.new_secret()
+    client = OAuthClient(
+        pk=0,
+        retailer_id=0,
+        client_id=security.new_secret(),
+        secret_digest=security.digest(secret),
+        redirect_uris=tuple(dict.fromkeys(check_redirect_uri(u) for u in redirect_uris)),
+        grants=dict(grants),
+        require_pkce=require_pkce,
+    )
+    return NewClient(client, secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +107,7 @@ class NewRetailer:
     client_secret: str
 
     def credentials(self) -> dict[str, object]:
-        return {
-            "retailer_id": self.retailer.id,
-            "client_id": self.client.client_id,
-            "client_secret": self.client_secret,
-        }
+        return NewClient(self.client, self.client_secret).credentials()
 
 
 async def create(
@@ -49,19 +119,76 @@ async def create(
     grants: Mapping[str, frozenset[str]] = DEFAULT_GRANTS,
 ) -> NewRetailer:
     """A retailer and its first OAuth client; ``grants`` maps grant type to allowed scopes."""
-    if not name.strip():
-        raise ValueError("a retailer needs a name")
-    if not redirect_uris:
-        raise ValueError("a retailer needs at least one redirect URI")
-    secret = security.new_secret()
-    draft = OAuthClient(
-        pk=0,
-        retailer_id=0,
-        client_id=security.new_secret(),
-        secret_digest=security.digest(secret),
-        redirect_uris=tuple(dict.fromkeys(redirect_uris)),
-        grants=dict(grants),
-        require_pkce=require_pkce,
-    )
-    retailer, client = await store.create_retailer(name.strip(), draft, clock.now())
-    return NewRetailer(retailer, client, secret)
+    if not name.strip() or not text.clean(name):
+        raise Refused("a retailer needs a name, without control characters")
+    draft = draft_client(redirect_uris, require_pkce, grants)
+    retailer, client = await store.create_retailer(name.strip(), draft.client, clock.now())
+    return NewRetailer(retailer, client, draft.client_secret)
+
+
+async def find(store: Store, retailer_id: int) -> Retailer:
+    retailer = await store.get_retailer(retailer_id)
+    if retailer is None:
+        raise NotFound(f"there is no retailer {retailer_id}")
+    return retailer
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """A retailer at a glance: what an operator who lost its credentials needs (client ids,
+    redirect URIs), and how much it holds."""
+
+    retailer: Retailer
+    clients: tuple[OAuthClient, ...]
+    users: int
+    links: int
+
+
+async def overview(store: Store, clock: Clock, retailer: Retailer | int) -> Overview:
+    if isinstance(retailer, int):
+        retailer = await find(store, retailer)
+    clients = await store.list_clients(retailer.id)
+    users, links = await store.retailer_counts(retailer.id, clock.now())
+    return Overview(retailer, tuple(clients), users, links)
+
+
+async def overviews(store: Store, clock: Clock) -> list[Overview]:
+    return [await overview(store, clock, r) for r in await store.list_retailers()]
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """A Connect user as an operator sees it: its fields, and its link's state."""
+
+    user: ConnectUser
+    account: InstacartAccount | None
+
+    @property
+    def state(self) -> str:
+        if not self.user.active:
+            return "not active"  # a privacy request: the link went with it
+        return "linked" if self.account is not None else "not linked"
+
+    def member(self, now: float) -> bool:
+        """Instacart+ now, by the same rule as ``GET .../link``."""
+        ends = self.account.membership_expires_at if self.account is not None else None
+        return ends is not None and ends > now
+
+
+async def users(store: Store, clock: Clock, retailer_id: int, limit: int) -> list[UserView]:
+    """The retailer's first ``limit`` Connect users, oldest first."""
+    await find(store, retailer_id)
+    if limit < 1:
+        raise Refused("--limit must be at least 1")
+    found = await store.list_connect_users(retailer_id, clock.now(), limit)
+    return [UserView(user, account) for user, account in found]
+
+
+async def user(store: Store, clock: Clock, retailer_id: int, user_id: str) -> UserView:
+    await find(store, retailer_id)
+    # An id no user can have (a control character, too long) never reaches the store.
+    found = (await store.find_link(retailer_id, user_id, clock.now())
+             if text.identifier(user_id) else None)
+    if found is None:
+        raise NotFound(f"retailer {retailer_id} has no user {user_id!r}")
+    return UserView(*found)

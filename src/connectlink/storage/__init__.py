@@ -7,15 +7,19 @@ from typing import Literal, TypeVar
 
 from connectlink.storage import migrations
 from connectlink.storage.base import Store
+from connectlink.storage.errors import DatabaseUnreachable, masked_url
 
-Schema = Literal["check", "upgrade", "as-is"]
+Schema = Literal["check", "create", "upgrade", "as-is"]
 
 
 async def open_store(url: str, schema: Schema = "check", pool_size: int = 10) -> Store:
     """The store a database URL names (``sqlite:///path`` or ``postgresql://...``).
 
     ``schema``: "check" refuses a database whose schema is not current (``SchemaOutOfDate``),
-    "upgrade" applies what is pending first, "as-is" does neither (for tooling and tests).
+    "create" does too unless the database is empty, which it gives the schema (what the CLI
+    does: a new SQLite file just works), "upgrade" applies what is pending first, "as-is" does
+    none of these (for tooling and tests). A database that cannot be opened or reached is
+    ``DatabaseUnreachable``.
     """
     store: Store
     if url.startswith("sqlite:"):
@@ -28,11 +32,14 @@ async def open_store(url: str, schema: Schema = "check", pool_size: int = 10) ->
         store = await open_postgres(url, pool_size)
     else:
         raise ValueError(
-            f"unsupported database URL {url!r}: use sqlite:///path/to.db or postgresql://..."
+            f"unsupported database URL {masked_url(url)!r}: use sqlite:///path/to.db or "
+            "postgresql://..."
         )
     try:
         if schema == "upgrade":
             await migrations.upgrade(store)
+        elif schema == "create":
+            await migrations.create_if_new(store)
         elif schema == "check":
             await migrations.ensure_current(store)
     except BaseException:
@@ -56,4 +63,7 @@ async def using_store(
         await store.close()
 
 
-__all__ = ["Schema", "Store", "migrations", "open_store", "using_store"]
+__all__ = [
+    "DatabaseUnreachable", "Schema", "Store", "masked_url", "migrations", "open_store",
+    "using_store",
+]

@@ -32,16 +32,42 @@ class Store(Migratable, Protocol):
         """Create a retailer with its first client (``client.pk``/``retailer_id`` are ignored)."""
         ...
 
+    async def create_client(
+        self, retailer_id: int, client: OAuthClient, now: float
+    ) -> OAuthClient | None:
+        """Another client of an existing retailer (``client.pk``/``retailer_id`` are ignored);
+        None if there is no such retailer."""
+        ...
+
     async def count_retailers(self) -> int: ...
 
     async def get_retailer(self, retailer_id: int) -> Retailer | None: ...
+
+    async def list_retailers(self) -> list[Retailer]:
+        """Every retailer, oldest first."""
+        ...
+
+    async def retailer_counts(self, retailer_id: int, now: float) -> tuple[int, int]:
+        """How many Connect users the retailer has (purged ones are gone), and how many of them
+        are linked."""
+        ...
 
     async def get_client(self, client_id: str) -> OAuthClient | None: ...
 
     async def get_client_by_pk(self, pk: int) -> OAuthClient | None: ...
 
-    async def list_clients(self) -> list[OAuthClient]:
-        """Every retailer's clients, oldest first."""
+    async def list_clients(self, retailer_id: int | None = None) -> list[OAuthClient]:
+        """Every client of ``retailer_id`` (default: of every retailer), oldest first."""
+        ...
+
+    async def set_client_secret(self, client_id: str, secret_digest: bytes) -> OAuthClient | None:
+        """Replace the client's secret: the old one stops working with this call. None if there
+        is no such client."""
+        ...
+
+    async def add_redirect_uri(self, client_id: str, uri: str) -> OAuthClient | None:
+        """Register one more redirect URI (already there: unchanged), atomically against other
+        additions. None if there is no such client."""
         ...
 
     # tokens ----
@@ -105,6 +131,12 @@ class Store(Migratable, Protocol):
     ) -> tuple[ConnectUser, InstacartAccount | None] | None:
         """The user and its linked Instacart account (None: not linked), in one lookup; None if
         there is no such user."""
+        ...
+
+    async def list_connect_users(
+        self, retailer_id: int, now: float, limit: int
+    ) -> list[tuple[ConnectUser, InstacartAccount | None]]:
+        """The retailer's first ``limit`` users, oldest first, each with its linked account."""
         ...
 
     # Instacart accounts (sandbox) -----------------------------------------------------------------

@@ -25,13 +25,31 @@ def statements(sql: str) -> list[str]:
 
 
 class SchemaOutOfDate(RuntimeError):
-    """The database's schema is not the one this ConnectLink was built for."""
+    """The database's schema is not the one this ConnectLink was built for: behind (``at`` is
+    below ``needed``) or from a newer ConnectLink."""
+
+    def __init__(self, at: int, needed: int, newer: bool = False) -> None:
+        self.at, self.needed, self.newer = at, needed, newer
+        super().__init__(self.explain())
+
+    def explain(self, upgrade: str = "connectlink db upgrade") -> str:
+        """The refusal, its hint giving ``upgrade`` as the command to run (as the user can run
+        it: the CLI passes ``.venv/bin/connectlink db upgrade`` when that is how)."""
+        if self.newer:
+            return (f"the database schema has version {self.at}, newer than this ConnectLink "
+                    f"knows ({self.needed}): upgrade ConnectLink")
+        return (f"the database schema is at version {self.at}, this ConnectLink needs version "
+                f"{self.needed}: run `{upgrade}`, or serve with --migrate")
 
 
 class Migratable(Protocol):
     engine: str
 
     async def applied_migrations(self) -> set[int]: ...
+
+    async def is_empty(self) -> bool:
+        """Does the database hold nothing at all (no table, ours or anyone's)?"""
+        ...
 
     async def apply_migration(self, migration: Migration) -> bool:
         """Apply it in one transaction unless already applied (by a racing process); say which."""
@@ -53,31 +71,38 @@ def latest(engine: str) -> int:
     return available(engine)[-1].version
 
 
+async def pending(store: Migratable, target: int | None = None) -> list[Migration]:
+    """The migrations not applied yet, up to ``target`` (default: all), in order."""
+    done = await store.applied_migrations()
+    return [m for m in available(store.engine)
+            if m.version not in done and (target is None or m.version <= target)]
+
+
 async def upgrade(store: Migratable, target: int | None = None) -> list[int]:
     """Apply every pending migration up to ``target`` (default: all); return what was applied."""
-    done = await store.applied_migrations()
     applied = []
-    for migration in available(store.engine):
-        if migration.version in done or (target is not None and migration.version > target):
-            continue
+    for migration in await pending(store, target):
         if await store.apply_migration(migration):
             applied.append(migration.version)
+    return applied
+
+
+async def create_if_new(store: Migratable) -> list[int]:
+    """Give an empty database (a new SQLite file, a PostgreSQL schema without a table) the whole
+    schema, then insist it is current: a database with anything in it is never changed here,
+    so one at an older version is refused as ``ensure_current`` refuses it."""
+    applied: list[int] = []
+    if not await store.applied_migrations() and await store.is_empty():
+        applied = await upgrade(store)
+    await ensure_current(store)
     return applied
 
 
 async def ensure_current(store: Migratable) -> None:
     done = await store.applied_migrations()
     wanted = {m.version for m in available(store.engine)}
-    missing = sorted(wanted - done)
-    if missing:
-        at = max(done, default=0)
-        raise SchemaOutOfDate(
-            f"the database schema is at version {at}, this ConnectLink needs version "
-            f"{latest(store.engine)}: run `connectlink db upgrade`, or serve with --migrate"
-        )
+    if sorted(wanted - done):
+        raise SchemaOutOfDate(max(done, default=0), latest(store.engine))
     unknown = sorted(done - wanted)
     if unknown:
-        raise SchemaOutOfDate(
-            f"the database schema has version {unknown[-1]}, newer than this ConnectLink "
-            f"knows ({latest(store.engine)}): upgrade ConnectLink"
-        )
+        raise SchemaOutOfDate(unknown[-1], latest(store.engine), newer=True)

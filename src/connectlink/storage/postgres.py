@@ -19,6 +19,7 @@ import asyncpg
 
 from connectlink.errors import ServiceUnavailable
 from connectlink.models import LinkOutcome
+from connectlink.storage.errors import DatabaseUnreachable
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
 
@@ -53,6 +54,16 @@ def _count(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+def _why_not_connected(exc: OSError) -> str:
+    """``ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")`` -> "connection
+    refused (is PostgreSQL running there?)"."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is PostgreSQL running there?)"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT:g} seconds"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
 async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
     """Replaces asyncpg's reset on release (``RESET ALL``, ``UNLISTEN *``, advisory unlock,
     ``CLOSE ALL``): a round trip per query on the hot path, for session state this code never
@@ -83,17 +94,25 @@ class PostgresConnection:
 class PostgresEngine:
     name = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
+        self._url = url  # for messages only, and masked there
 
     @classmethod
     async def connect(cls, url: str, pool_size: int) -> PostgresEngine:
-        pool = await asyncpg.create_pool(
-            url, min_size=min(2, pool_size), max_size=pool_size, timeout=CONNECT_TIMEOUT,
-            command_timeout=COMMAND_TIMEOUT, server_settings={"application_name": "connectlink"},
-            reset=_nothing_to_reset,
-        )
-        return cls(pool)
+        """The pool, its first connections made: a database or role that does not exist, a
+        wrong password or a server that does not answer is ``DatabaseUnreachable`` at once."""
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=min(2, pool_size), max_size=pool_size, timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings={"application_name": "connectlink"}, reset=_nothing_to_reset,
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnreachable(url, str(exc)) from exc
+        except OSError as exc:  # refused, unknown host, timed out
+            raise DatabaseUnreachable(url, _why_not_connected(exc)) from exc
+        return cls(pool, url)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:
@@ -117,6 +136,17 @@ class PostgresEngine:
     async def table_exists(self, db: Any, name: str) -> bool:
         row = await db.fetchrow("SELECT to_regclass(CAST(? AS TEXT)) IS NOT NULL", name)
         return bool(row and row[0])
+
+    async def is_empty(self, db: Any) -> bool:
+        schema = await db.fetchrow("SELECT current_schema()")
+        if schema is None or schema[0] is None:
+            raise DatabaseUnreachable(self._url, "its search_path names no schema that exists")
+        row = await db.fetchrow(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S') "
+            "LIMIT 1"
+        )
+        return row is None
 
     async def lock_migrations(self, db: Any) -> None:
         await db.execute("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", _MIGRATIONS_LOCK)

@@ -2,8 +2,9 @@
 
 The domain operations are the same statements on SQLite and PostgreSQL; what differs is the
 driver, the placeholders, how a transaction starts and which errors mean "taken" or "try again
-later". Those live in an ``Engine`` (``sqlite.py``, ``postgres.py``); this module holds every
-statement and the rules they enforce:
+later". Those live in an ``Engine`` (``engine.py`` the interface; ``sqlite.py``,
+``postgres.py``); this module and ``retailers.py`` (retailers and their OAuth clients) hold
+every statement and the rules they enforce:
 
 - single use of codes and linking tokens: a conditional ``UPDATE ... WHERE consumed_at IS NULL``;
 - one Connect user per Instacart account and retailer: the ``UNIQUE (retailer_id, account_id)``
@@ -19,8 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from connectlink.models import (
     AccessToken,
@@ -29,62 +29,23 @@ from connectlink.models import (
     InstacartAccount,
     LinkOutcome,
     LoginThrottle,
-    OAuthClient,
-    Retailer,
     RevokeOutcome,
     UserFields,
 )
 from connectlink.storage import records
+from connectlink.storage.engine import Connection, Engine
 from connectlink.storage.migrations import Migration
 from connectlink.storage.records import (
     ACCOUNT_COLUMNS,
-    CLIENT_COLUMNS,
     CODE_COLUMNS,
     THROTTLE_COLUMNS,
     TOKEN_COLUMNS,
     USER_COLUMNS,
     Row,
 )
+from connectlink.storage.retailers import RetailerSQL
 
-T = TypeVar("T")
-
-
-class Connection(Protocol):
-    """One connection, inside a transaction or in autocommit."""
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        """Run a statement; the number of rows it touched."""
-        ...
-
-    async def script(self, sql: str) -> None:
-        """Run a migration file's statements."""
-        ...
-
-
-class Engine(Protocol):
-    name: str
-
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
-        """A write transaction; commits on exit, rolls back on an exception."""
-        ...
-
-    def connection(self) -> AbstractAsyncContextManager[Connection]:
-        """A connection in autocommit, for single statements."""
-        ...
-
-    def is_unique_violation(self, exc: BaseException) -> bool: ...
-
-    async def table_exists(self, db: Connection, name: str) -> bool: ...
-
-    async def lock_migrations(self, db: Connection) -> None:
-        """Keep concurrent upgrades (several workers) from applying a migration twice."""
-        ...
-
-    async def close(self) -> None: ...
+__all__ = ["Connection", "Engine", "SQLStore"]
 
 
 class _Undo(Exception):
@@ -95,15 +56,9 @@ class _Undo(Exception):
         self.outcome = outcome
 
 
-class SQLStore:
-    """Every ``Store`` verb, on whichever ``Engine`` it is given."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.db = engine
-        self.engine = engine.name
-
-    async def close(self) -> None:
-        await self.db.close()
+class SQLStore(RetailerSQL):
+    """Every ``Store`` verb, on whichever ``Engine`` it is given (retailers and clients in
+    ``retailers.py``)."""
 
     # schema -------------------------------------------------------------------------------
     async def applied_migrations(self) -> set[int]:
@@ -111,6 +66,10 @@ class SQLStore:
             if not await self.db.table_exists(db, "schema_migrations"):
                 return set()  # a new database
             return {row[0] for row in await db.fetch("SELECT version FROM schema_migrations")}
+
+    async def is_empty(self) -> bool:
+        async with self.db.connection() as db:
+            return await self.db.is_empty(db)
 
     async def apply_migration(self, migration: Migration) -> bool:
         async with self.db.transaction() as db:
@@ -129,59 +88,6 @@ class SQLStore:
                 migration.version, migration.name, time.time(),
             )
         return True
-
-    # retailers and clients ----------------------------------------------------------------
-    async def create_retailer(
-        self, name: str, client: OAuthClient, now: float
-    ) -> tuple[Retailer, OAuthClient]:
-        async with self.db.transaction() as db:
-            created = await db.fetchrow(
-                "INSERT INTO retailers (name, created_at) VALUES (?, ?) RETURNING id", name, now
-            )
-            assert created is not None
-            retailer_id = created[0]
-            inserted = await db.fetchrow(
-                "INSERT INTO oauth_clients (retailer_id, client_id, secret_digest, redirect_uris, "
-                "grants, require_pkce, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                f"RETURNING {CLIENT_COLUMNS}",
-                retailer_id, client.client_id, client.secret_digest,
-                json.dumps(list(client.redirect_uris)), records.grants_text(client.grants),
-                client.require_pkce, now,
-            )
-            assert inserted is not None
-        return Retailer(id=retailer_id, name=name, created_at=now), records.client(inserted)
-
-    async def count_retailers(self) -> int:
-        async with self.db.connection() as db:
-            row = await db.fetchrow("SELECT count(*) FROM retailers")
-        return int(row[0]) if row else 0
-
-    async def get_retailer(self, retailer_id: int) -> Retailer | None:
-        return await self._one(
-            lambda row: Retailer(id=row[0], name=row[1], created_at=row[2]),
-            "SELECT id, name, created_at FROM retailers WHERE id = ?", retailer_id,
-        )
-
-    async def get_client(self, client_id: str) -> OAuthClient | None:
-        return await self._one(
-            records.client, f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE client_id = ?",
-            client_id,
-        )
-
-    async def get_client_by_pk(self, pk: int) -> OAuthClient | None:
-        return await self._one(
-            records.client, f"SELECT {CLIENT_COLUMNS} FROM oauth_clients WHERE pk = ?", pk
-        )
-
-    async def list_clients(self) -> list[OAuthClient]:
-        async with self.db.connection() as db:
-            rows = await db.fetch(f"SELECT {CLIENT_COLUMNS} FROM oauth_clients ORDER BY pk")
-        return [records.client(row) for row in rows]
-
-    async def _one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
-        async with self.db.connection() as db:
-            row = await db.fetchrow(sql, *args)
-        return record(row) if row is not None else None
 
     # tokens -------------------------------------------------------------------------------
     _INSERT_TOKEN = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -380,24 +286,35 @@ class SQLStore:
                 await self._audit(db, user, now, "unlink", dropped[0], {"reason": reason})
         return dropped is not None
 
-    _FIND_LINK = (
+    # A user, its link and the linked account, in one row; ``_split`` cuts it in two.
+    _USER_AND_ACCOUNT = (
         f"SELECT {records.of('u', USER_COLUMNS)}, {records.of('a', ACCOUNT_COLUMNS)} "
         "FROM connect_users u LEFT JOIN links l ON l.connect_user_pk = u.pk "
         "LEFT JOIN instacart_accounts a ON a.id = l.account_id "
-        "WHERE u.retailer_id = ? AND u.user_id = ? AND (u.purge_after IS NULL OR u.purge_after > ?)"
+        "WHERE u.retailer_id = ? AND (u.purge_after IS NULL OR u.purge_after > ?)"
     )
+    _FIND_LINK = _USER_AND_ACCOUNT + " AND u.user_id = ?"
+    _LIST_USERS = _USER_AND_ACCOUNT + " ORDER BY u.pk LIMIT ?"
     _USER_WIDTH = len(USER_COLUMNS.split(", "))
+
+    def _split(self, row: Row) -> tuple[ConnectUser, InstacartAccount | None]:
+        width = self._USER_WIDTH
+        linked = row[width] is not None
+        return records.user(row[:width]), records.account(row[width:]) if linked else None
 
     async def find_link(
         self, retailer_id: int, user_id: str, now: float
     ) -> tuple[ConnectUser, InstacartAccount | None] | None:
         async with self.db.connection() as db:
-            row = await db.fetchrow(self._FIND_LINK, retailer_id, user_id, now)
-        if row is None:
-            return None
-        width = self._USER_WIDTH
-        linked = row[width] is not None
-        return records.user(row[:width]), records.account(row[width:]) if linked else None
+            row = await db.fetchrow(self._FIND_LINK, retailer_id, now, user_id)
+        return self._split(row) if row is not None else None
+
+    async def list_connect_users(
+        self, retailer_id: int, now: float, limit: int
+    ) -> list[tuple[ConnectUser, InstacartAccount | None]]:
+        async with self.db.connection() as db:
+            rows = await db.fetch(self._LIST_USERS, retailer_id, now, limit)
+        return [self._split(row) for row in rows]
 
     # Instacart accounts -------------------------------------------------------------------------
     async def create_instacart_account(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connectlink.errors import ServiceUnavailable
+from connectlink.storage.errors import DatabaseUnreachable
 from connectlink.storage.migrations import statements
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
@@ -43,10 +44,11 @@ def path_from_url(url: str) -> str:
 
 
 class SQLiteConnection:
-    __slots__ = ("_db",)
+    __slots__ = ("_db", "path")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
         self._db = db
+        self.path = path
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         row: Row | None = self._db.execute(sql, args).fetchone()
@@ -90,10 +92,63 @@ class Checkpointer(threading.Thread):
         self.join(5)
 
 
-def _unavailable(exc: BaseException | None) -> None:
-    """Another process held the write lock past the busy timeout: 503, try again later."""
+def _unavailable(exc: BaseException | None, path: str) -> None:
+    """Another process held the write lock past the busy timeout: 503, try again later. A file
+    that cannot be written is a setup mistake, said as one."""
     if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
         raise ServiceUnavailable() from exc
+    cause = _setup_problem(exc)
+    if cause is not None:
+        raise DatabaseUnreachable(f"sqlite:///{path}", cause) from exc
+
+
+# What SQLite says when a path is wrong, and what the operator should hear.
+_SETUP_PROBLEMS = {
+    "unable to open database file": "it cannot be opened or created there (is it a directory, "
+                                    "or its directory not writable?)",
+    "attempt to write a readonly database": "the file is read-only",
+    "file is not a database": "the file is not a SQLite database",
+    "disk i/o error": "disk I/O error",
+}
+
+
+def _setup_problem(exc: BaseException | None) -> str | None:
+    if isinstance(exc, sqlite3.DatabaseError):
+        return _SETUP_PROBLEMS.get(str(exc).lower())
+    return None
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    """The connection, set up; a path that cannot hold a database is ``DatabaseUnreachable``
+    naming it, not a traceback from deep inside sqlite3."""
+    url = f"sqlite:///{path}"
+    if path != ":memory:":
+        parent = Path(path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise DatabaseUnreachable(url, f"{parent} is not a directory") from exc
+        except OSError as exc:
+            raise DatabaseUnreachable(
+                url, f"its directory {parent} cannot be created ({exc.strerror or exc})"
+            ) from exc
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseUnreachable(url, _setup_problem(exc) or str(exc)) from exc
+    try:
+        for pragma in (
+            f"busy_timeout = {BUSY_TIMEOUT_MS}",
+            "journal_mode = WAL",
+            f"synchronous = {synchronous}",
+            "foreign_keys = ON",
+            f"wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}",
+        ):
+            db.execute(f"PRAGMA {pragma}")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise DatabaseUnreachable(url, _setup_problem(exc) or str(exc)) from exc
+    return db
 
 
 class _Autocommit:
@@ -109,7 +164,7 @@ class _Autocommit:
         return self._connection
 
     async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        _unavailable(exc)
+        _unavailable(exc, self._connection.path)
 
 
 class _Transaction:
@@ -127,20 +182,20 @@ class _Transaction:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            _unavailable(exc)
+            _unavailable(exc, self._connection.path)
             raise
         return self._connection
 
     async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if exc is not None:
             self._rollback()
-            _unavailable(exc)
+            _unavailable(exc, self._connection.path)
             return
         try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as failed:
             self._rollback()
-            _unavailable(failed)
+            _unavailable(failed, self._connection.path)
             raise
 
     def _rollback(self) -> None:
@@ -152,21 +207,11 @@ class SQLiteEngine:
     name = "sqlite"
 
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         synchronous = os.environ.get("CONNECTLINK_SQLITE_SYNCHRONOUS", "NORMAL").upper()
         if synchronous not in {"NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"CONNECTLINK_SQLITE_SYNCHRONOUS={synchronous!r}")
-        for pragma in (
-            f"busy_timeout = {BUSY_TIMEOUT_MS}",
-            "journal_mode = WAL",
-            f"synchronous = {synchronous}",
-            "foreign_keys = ON",
-            f"wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}",
-        ):
-            self._db.execute(f"PRAGMA {pragma}")
-        connection = SQLiteConnection(self._db)
+        self._db = _connect(path, synchronous)
+        connection = SQLiteConnection(self._db, path)
         self._transaction = _Transaction(self._db, connection)
         self._autocommit = _Autocommit(connection)
         self._checkpointer: Checkpointer | None = None
@@ -188,6 +233,9 @@ class SQLiteEngine:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name
         )
         return row is not None
+
+    async def is_empty(self, db: Any) -> bool:
+        return await db.fetchrow("SELECT 1 FROM sqlite_master LIMIT 1") is None
 
     async def lock_migrations(self, db: Any) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's one write lock."""

@@ -1,0 +1,131 @@
+"""``connectlink serve``: check the schema once, make the demo retailer on an empty emulator
+database, say what is being served, then hand over to uvicorn (its workers rebuild the
+settings from the environment)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import os
+from typing import Any
+from urllib.parse import urlencode
+
+from connectlink import __version__
+from connectlink.cli import shell
+from connectlink.clock import SystemClock
+from connectlink.linking import retailers
+from connectlink.models import OAuthClient
+from connectlink.settings import Settings
+from connectlink.storage import Schema, Store, masked_url, using_store
+
+DEMO_NAME = "Demo Retailer"
+DEMO_REDIRECT_URI = "http://localhost:3000/account/instacart/callback"
+
+
+def register(commands: Any) -> None:
+    serve = shell.command(commands, "serve", "serve the Connect API and the Login pages")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.add_argument("--profile", choices=["emulator", "production"],
+                       help="emulator: sandbox on, a demo retailer on an empty database; "
+                            "production: sandbox off, needs CONNECTLINK_SECRET_KEY "
+                            "(default: $CONNECTLINK_PROFILE, else emulator)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--migrate", action="store_true",
+                       help="upgrade the database schema first if it is behind (an empty "
+                            "database always gets the schema)")
+    serve.add_argument("--no-access-log", action="store_true",
+                       help="do not log requests (the log never holds query strings or bodies)")
+    serve.add_argument("--no-demo", action="store_true",
+                       help="do not create the demo retailer on an empty emulator database")
+    serve.set_defaults(run=serve_api)
+
+
+def _log_config() -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["connectlink"] = {"handlers": ["default"], "level": "INFO"}
+    return config
+
+
+def authorization_url(host: str, port: int, client: OAuthClient) -> str:
+    """The Login URL a retailer sends shoppers to (connect-api.md section 2), ``state`` left
+    for the retailer to fill in."""
+    query = urlencode({
+        "response_type": "code", "client_id": client.client_id,
+        "redirect_uri": client.redirect_uris[0], "scope": "account_linking",
+    })
+    return f"{_base_url(host, port)}/oauth/authorize?{query}&state=STATE"
+
+
+def _base_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+async def _demo(store: Store) -> tuple[retailers.NewRetailer | None, OAuthClient | None]:
+    """The demo retailer if the database has none yet, and the first client either way."""
+    created = None
+    if await store.count_retailers() == 0:
+        created = await retailers.create(store, SystemClock(), DEMO_NAME, [DEMO_REDIRECT_URI])
+    first = await store.list_clients()
+    return created, first[0] if first else None
+
+
+def _announce_demo(args: argparse.Namespace, database: str, schema: Schema) -> None:
+    created, first = asyncio.run(using_store(database, _demo, schema))
+    if created is not None:
+        print("Created the demo retailer (shown once; only digests are stored):")
+        for key, value in created.credentials().items():
+            print(f"  {key}: {value}")
+        print(f"  redirect_uri: {DEMO_REDIRECT_URI}")
+    else:
+        url = shell.database_hint(args)
+        print("The database has retailers already; their secrets were shown when they were "
+              f"made. `{shell.hint('retailers list', url)}` shows their client ids, "
+              f"`{shell.hint('clients rotate-secret --client-id CLIENT_ID', url)}` gives one "
+              f"a new secret, `{shell.hint('retailers create --name N --redirect-uri U', url)}`"
+              " makes another.")
+    if first is not None:
+        print("Login with Instacart, for the first retailer (put your own state in):\n  "
+              + authorization_url(args.host, args.port, first))
+
+
+def serve_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env(
+        database_url=args.database, profile=args.profile,
+        access_log=False if args.no_access_log else None,
+    )
+    # Check the schema here, once, before any worker starts: an empty database gets it,
+    # one that is behind is refused unless --migrate.
+    schema: Schema = "upgrade" if args.migrate else "create"
+    if settings.profile == "emulator" and not args.no_demo:
+        _announce_demo(args, settings.database_url, schema)
+    else:
+        asyncio.run(using_store(settings.database_url, _nothing, schema))
+    workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+    print(f"ConnectLink {__version__}: {settings.profile} profile, sandbox "
+          f"{'on' if settings.sandbox else 'off'}, database {masked_url(settings.database_url)}, "
+          f"serving {_base_url(args.host, args.port)} ({workers})", flush=True)
+    os.environ.update(settings.to_env())  # worker processes rebuild the settings from these
+    uvicorn.run(
+        "connectlink.server.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="connectlink.server.protocol:HeaderDeadlineProtocol",  # 408 on slow headers
+        access_log=False,  # ours leaves out query strings, which may hold credentials
+        log_config=_log_config(),
+        server_header=False,
+    )
+    return shell.OK
+
+
+async def _nothing(store: Store) -> None:
+    return None

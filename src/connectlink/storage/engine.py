@@ -1,0 +1,72 @@
+"""What an engine gives the SQL store: connections, transactions, and the few answers that
+differ between SQLite and PostgreSQL. ``sqlite.py`` and ``postgres.py`` implement ``Engine``;
+``SQLBase`` is what every part of the SQL store (``retailers.py``, ``sql.py``) stands on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from connectlink.storage.records import Row
+
+T = TypeVar("T")
+
+
+class Connection(Protocol):
+    """One connection, inside a transaction or in autocommit."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it touched."""
+        ...
+
+    async def script(self, sql: str) -> None:
+        """Run a migration file's statements."""
+        ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction; commits on exit, rolls back on an exception."""
+        ...
+
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection in autocommit, for single statements."""
+        ...
+
+    def is_unique_violation(self, exc: BaseException) -> bool: ...
+
+    async def table_exists(self, db: Connection, name: str) -> bool: ...
+
+    async def is_empty(self, db: Connection) -> bool:
+        """Does the database (PostgreSQL: the schema tables are created in) hold nothing at all?
+        Only such a database gets the schema without being asked (``Schema`` "create")."""
+        ...
+
+    async def lock_migrations(self, db: Connection) -> None:
+        """Keep concurrent upgrades (several workers) from applying a migration twice."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class SQLBase:
+    """The engine a store runs on, and the one way to read a single record."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+        self.engine = engine.name
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
+        async with self.db.connection() as db:
+            row = await db.fetchrow(sql, *args)
+        return record(row) if row is not None else None

@@ -1,0 +1,86 @@
+"""The ``connectlink_emulator`` fixture (``connectlink.pytest_plugin``), used as a retailer uses
+it: the example module in ``retailer_example/`` run by pytest in a directory of its own, on each
+engine, and the fixture itself in this suite (which loads the plugin like any other run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectlink.client import ConnectClient, UserNotFound
+from connectlink.testing import EmulatedRetailer
+
+EXAMPLE = Path(__file__).parent / "retailer_example" / "checkout_tests.py"
+
+
+def run_retailer_suite(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """pytest on the example as a retailer's CI runs it: its own directory and rootdir, the
+    plugin found through its entry point, nothing of this repository's tests on the path."""
+    shutil.copy(EXAMPLE, directory / "test_checkout.py")
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"PYTHONPATH", "PYTEST_ADDOPTS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *options,
+         "test_checkout.py"],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_a_retailer_suite_passes_on_its_own_database(tmp_path: Path) -> None:
+    done = run_retailer_suite(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 passed" in done.stdout, done.stdout
+
+
+def test_a_retailer_suite_passes_on_a_given_database(tmp_path: Path, database_url: str) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    done = run_retailer_suite(suite, f"--connectlink-database={database_url}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 passed" in done.stdout, done.stdout
+
+
+def test_a_failing_retailer_test_fails(tmp_path: Path) -> None:
+    """The fixture is no rubber stamp: a wrong expectation about the emulator fails."""
+    (tmp_path / "test_wrong.py").write_text(
+        "def test_unlinked_is_a_member(connectlink_emulator):\n"
+        "    connectlink_emulator.client.users.create('c', 'x')\n"
+        "    assert connectlink_emulator.client.users.get_link('c').instacartplus_member\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_wrong.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "UserNotLinked" in done.stdout
+
+
+def test_the_fixture_in_this_suite(connectlink_emulator: EmulatedRetailer) -> None:
+    connect = connectlink_emulator.client
+    assert isinstance(connect, ConnectClient)
+    assert connectlink_emulator.client_id and connectlink_emulator.client_secret
+    assert connectlink_emulator.redirect_uri.startswith("https://")
+    account = connectlink_emulator.sandbox_shopper(plus=True)
+    connect.users.create("u1", "jane")
+    connect.users.link("u1", connectlink_emulator.linking_token(account))
+    assert connect.users.get_link("u1").instacartplus_member
+    with pytest.raises(UserNotFound):
+        connect.users.get("someone else")
+
+
+def test_each_test_gets_a_fresh_emulator(connectlink_emulator: EmulatedRetailer) -> None:
+    """The user "u1" of the test above is not here: a new database, a new retailer."""
+    with pytest.raises(UserNotFound):
+        connectlink_emulator.client.users.get("u1")
+
+
+def test_the_plugin_imports_nothing_of_the_server() -> None:
+    """Every pytest run loads the plugin: importing it stays cheap."""
+    code = ("import sys, connectlink.pytest_plugin; "
+            "loaded = [m for m in sys.modules if m.startswith(('connectlink.', 'starlette', "
+            "'httpx'))]; assert loaded == ['connectlink.pytest_plugin'], loaded")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
