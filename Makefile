@@ -8,7 +8,7 @@ RUNTIME = $(VENV)/.installed-runtime
 DEV     = $(VENV)/.installed-dev
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
-DATABASE ?= sqlite:///var/connectlink.db
+DATABASE ?= $(or $(CONNECTLINK_DATABASE_URL),sqlite:///var/connectlink.db)
 
 .PHONY: install install-dev browser run demo test lint bench clean
 

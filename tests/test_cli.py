@@ -10,8 +10,10 @@ import json
 import re
 import secrets
 import shlex
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -568,3 +570,37 @@ def test_hints_use_a_program_that_runs(capsys: pytest.CaptureFixture[str],
                           check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["retailer_id"] == 1
+
+
+def test_serve_refuses_impossible_settings_before_doing_anything(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad ports and worker counts are usage errors; a taken address is refused before the
+    demo retailer is made or a banner printed; a bad number in a variable names it."""
+    run = CLI(capsys, f"sqlite:///{tmp_path / 's.db'}")
+    for args in (["--port", "99999"], ["--port", "-1"], ["--workers", "0"]):
+        code, _, err = run.run("serve", *args)
+        assert code == 2 and "serve: error: argument" in err, (code, err)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert "Address already in use" in run.fails(4, "serve", "--port", port)
+    assert not (tmp_path / "s.db").exists()  # nothing was created
+    monkeypatch.setenv("CONNECTLINK_POOL_SIZE", "abc")
+    assert run.fails(2, "serve") == "CONNECTLINK_POOL_SIZE must be a whole number, not 'abc'"
+    monkeypatch.setenv("CONNECTLINK_POOL_SIZE", "0")
+    assert run.fails(2, "serve") == "CONNECTLINK_POOL_SIZE must be more than 0, not 0"
+
+
+def test_an_empty_sqlite_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``sqlite:///$UNSET`` would be SQLite's throwaway database: a usage error instead."""
+    run = CLI(capsys, "sqlite:///")
+    assert "not a SQLite URL with a path" in run.fails(2, "retailers", "list")
+
+
+def test_a_search_path_naming_no_schema_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"{POSTGRES}?search_path=cl_no_such_schema_{uuid.uuid4().hex[:8]}"
+    run = CLI(capsys, url)
+    for command in (["db", "upgrade"], ["db", "status"], ["retailers", "list"]):
+        assert "search_path names no schema that exists" in run.fails(5, *command)

@@ -98,5 +98,6 @@ def test_the_reference_page_lists_every_operation(served: Emulator) -> None:
     for op in for_settings(served.server.settings):
         assert f'id="{op.name}"' in page.text
     assert page.text.count('id="schema-ConnectErrorEnvelope"') == 1
+    assert '<a href="#schema-Membership">Membership</a>' in page.text  # a 200's body named
     assert "<title>API reference · Instacart</title>" in page.text
     assert "<script" not in page.text

@@ -16,6 +16,20 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+# The numeric settings read from CONNECTLINK_<NAME>; each must be more than 0.
+_NUMBERS: dict[str, type[int] | type[float]] = {
+    "pool_size": int, "privacy_retention": int, "header_timeout": float, "body_timeout": float,
+}
+
+
+def _number(variable: str, value: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(value)
+    except ValueError:
+        wanted = "a whole number" if kind is int else "a number of seconds"
+        raise ValueError(f"{variable} must be {wanted}, not {value!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """How one ConnectLink server behaves. ``profile`` picks the defaults of the rest."""
@@ -50,6 +64,10 @@ class Settings:
             raise ValueError(
                 f"CONNECTLINK_SECRET_KEY must be at least {MIN_SECRET_KEY} characters long"
             )
+        for name in _NUMBERS:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"CONNECTLINK_{name.upper()} must be more than 0, "
+                                 f"not {getattr(self, name)}")
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> Settings:
@@ -68,15 +86,12 @@ class Settings:
             values["sandbox"] = _flag(env["CONNECTLINK_SANDBOX"])
         if "CONNECTLINK_ACCESS_LOG" in env:
             values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
-        if "CONNECTLINK_POOL_SIZE" in env:
-            values["pool_size"] = int(env["CONNECTLINK_POOL_SIZE"])
         if env.get("CONNECTLINK_SECRET_KEY"):
             values["secret_key"] = env["CONNECTLINK_SECRET_KEY"]
-        if "CONNECTLINK_PRIVACY_RETENTION" in env:
-            values["privacy_retention"] = int(env["CONNECTLINK_PRIVACY_RETENTION"])
-        for name in ("header_timeout", "body_timeout"):
-            if f"CONNECTLINK_{name.upper()}" in env:
-                values[name] = float(env[f"CONNECTLINK_{name.upper()}"])
+        for name, kind in _NUMBERS.items():
+            variable = f"CONNECTLINK_{name.upper()}"
+            if variable in env:
+                values[name] = _number(variable, env[variable], kind)
         values.update({k: v for k, v in overrides.items() if v is not None})
         profile = values.pop("profile", None) or env.get("CONNECTLINK_PROFILE", "emulator")
         return cls.for_profile(profile, **values)

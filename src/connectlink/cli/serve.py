@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import copy
 import os
+import socket
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,12 +27,13 @@ DEMO_REDIRECT_URI = "http://localhost:3000/account/instacart/callback"
 def register(commands: Any) -> None:
     serve = shell.command(commands, "serve", "serve the Connect API and the Login pages")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on")
+    serve.add_argument("--port", type=_port, default=8080, help="port to listen on (1-65535)")
     serve.add_argument("--profile", choices=["emulator", "production"],
                        help="emulator: sandbox on, a demo retailer on an empty database; "
                             "production: sandbox off, needs CONNECTLINK_SECRET_KEY "
                             "(default: $CONNECTLINK_PROFILE, else emulator)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--workers", type=_at_least_one, default=1,
+                       help="worker processes (they share the database)")
     serve.add_argument("--migrate", action="store_true",
                        help="upgrade the database schema first if it is behind (an empty "
                             "database always gets the schema)")
@@ -40,6 +42,33 @@ def register(commands: Any) -> None:
     serve.add_argument("--no-demo", action="store_true",
                        help="do not create the demo retailer on an empty emulator database")
     serve.set_defaults(run=serve_api)
+
+
+def _port(value: str) -> int:
+    port = int(value) if value.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r} (1-65535)")
+    return port
+
+
+def _at_least_one(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {value!r} (1 or more)")
+    return int(value)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse a taken address before anything is created or announced (uvicorn would say so
+    only after the banner, with a traceback-like line and exit code 3)."""
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise shell.Failed(shell.REFUSED, f"cannot listen on {host}:{port}: "
+                           f"{exc.strerror or exc} (is another server running there?)") from exc
 
 
 def _log_config() -> dict[str, Any]:
@@ -100,6 +129,7 @@ def serve_api(args: argparse.Namespace) -> int:
         database_url=args.database, profile=args.profile,
         access_log=False if args.no_access_log else None,
     )
+    _check_address(args.host, args.port)
     # Check the schema here, once, before any worker starts: an empty database gets it,
     # one that is behind is refused unless --migrate.
     schema: Schema = "upgrade" if args.migrate else "create"

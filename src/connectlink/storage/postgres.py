@@ -112,6 +112,12 @@ class PostgresEngine:
             raise DatabaseUnreachable(url, str(exc)) from exc
         except OSError as exc:  # refused, unknown host, timed out
             raise DatabaseUnreachable(url, _why_not_connected(exc)) from exc
+        # A search_path naming no schema that exists would fail every statement later, with
+        # "no schema has been selected to create in" at the first migration: say so now.
+        if await pool.fetchval("SELECT current_schema()") is None:
+            await pool.close()
+            raise DatabaseUnreachable(url, "its search_path names no schema that exists "
+                                           "(create it first: CREATE SCHEMA ...)")
         return cls(pool, url)
 
     @asynccontextmanager
@@ -138,9 +144,6 @@ class PostgresEngine:
         return bool(row and row[0])
 
     async def is_empty(self, db: Any) -> bool:
-        schema = await db.fetchrow("SELECT current_schema()")
-        if schema is None or schema[0] is None:
-            raise DatabaseUnreachable(self._url, "its search_path names no schema that exists")
         row = await db.fetchrow(
             "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S') "

@@ -38,8 +38,10 @@ BUSY_TIMEOUT_MS = int(os.environ.get("CONNECTLINK_SQLITE_BUSY_TIMEOUT_MS", "5000
 def path_from_url(url: str) -> str:
     """``sqlite:///var/db.sqlite`` -> ``var/db.sqlite``; ``sqlite:////abs`` -> ``/abs``."""
     prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        raise ValueError(f"not a SQLite URL: {url!r} (expected sqlite:///path/to.db)")
+    if not url.startswith(prefix) or not url[len(prefix):].strip("/"):
+        # An empty path (an unset variable in "sqlite:///$DB") would be SQLite's private
+        # temporary database: everything written to it gone when the command ends.
+        raise ValueError(f"not a SQLite URL with a path: {url!r} (expected sqlite:///path/to.db)")
     return url[len(prefix):]
 
 
