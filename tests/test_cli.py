@@ -171,7 +171,7 @@ def test_serve_help_describes_every_option(capsys: pytest.CaptureFixture[str]) -
     options = [a for a in serve._actions if a.option_strings and "--help" not in a.option_strings]
     assert {o.option_strings[0] for o in options} == {
         "--database", "--host", "--port", "--profile", "--workers", "--migrate",
-        "--no-access-log", "--no-demo"}
+        "--no-access-log", "--no-demo", "--redis"}
     shown = " ".join(CLI(capsys).ok("serve", "--help").split())
     for option in options:
         assert option.help and option.option_strings[0] in shown
@@ -591,6 +591,9 @@ def test_serve_refuses_impossible_settings_before_doing_anything(
     assert run.fails(2, "serve") == "CONNECTLINK_POOL_SIZE must be a whole number, not 'abc'"
     monkeypatch.setenv("CONNECTLINK_POOL_SIZE", "0")
     assert run.fails(2, "serve") == "CONNECTLINK_POOL_SIZE must be more than 0, not 0"
+    monkeypatch.setenv("CONNECTLINK_POOL_SIZE", "4")
+    monkeypatch.setenv("CONNECTLINK_HEADER_TIMEOUT", "nan")  # would time out every request
+    assert run.fails(2, "serve") == "CONNECTLINK_HEADER_TIMEOUT must be more than 0, not nan"
 
 
 def test_an_empty_sqlite_path_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -604,3 +607,8 @@ def test_a_search_path_naming_no_schema_is_one_line(capsys: pytest.CaptureFixtur
     run = CLI(capsys, url)
     for command in (["db", "upgrade"], ["db", "status"], ["retailers", "list"]):
         assert "search_path names no schema that exists" in run.fails(5, *command)
+
+
+def test_an_id_past_64_bits_is_a_usage_error(run: CLI) -> None:
+    code, _, err = run.run("users", "list", "--retailer-id", "9" * 20)
+    assert code == 2 and "not a number from 0 to 2^63-1" in err, (code, err)

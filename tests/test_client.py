@@ -284,6 +284,18 @@ def test_503_and_429_are_retried_until_the_call_succeeds(scripted: Any) -> None:
     assert app.tokens == 1
 
 
+def test_a_single_use_call_is_not_retried_after_a_503(scripted: Any) -> None:
+    """On PostgreSQL a 503 can follow a commit: a second link would find its token used."""
+    app, connect = scripted(answer(errors.ServiceUnavailable(0)),
+                            answer(errors.ServiceUnavailable(0)))
+    with pytest.raises(errors.ServiceUnavailable):
+        connect.users.link("u1", "a-linking-token")
+    with pytest.raises(errors.ServiceUnavailable):
+        connect.oauth.exchange_code("a-code", REDIRECT_URI)
+    assert [path for path, _ in app.seen] == ["/v2/fulfillment/users/u1/link",
+                                              "/v2/oauth/token"]  # one try each
+
+
 def test_retry_after_is_honoured(scripted: Any) -> None:
     app, connect = scripted(answer(errors.ServiceUnavailable(1)), USER,
                             retry=RetryPolicy(max_retries=1, base=0.001, cap=1.0))
@@ -333,7 +345,7 @@ def test_retries_run_out_and_zero_disables_them(scripted: Any) -> None:
 
 def test_single_use_calls_are_retried_when_the_server_did_not_act(scripted: Any) -> None:
     token = (200, {}, token_body())
-    app, connect = scripted(answer(errors.ServiceUnavailable(0)), SUCCESS,
+    app, connect = scripted(answer(errors.RateLimited(0)), SUCCESS,
                             answer(errors.RateLimited(0)), token, banner="the-garden")
     connect.users.link("u1", "a-linking-token")
     assert connect.oauth.exchange_code("a-code", REDIRECT_URI).token_type == "Bearer"

@@ -504,7 +504,8 @@ def test_error_row(case: Case, emulator: Emulator, shop: Retailer, other_shop: R
 def test_every_wire_error_class_has_a_row() -> None:
     """The table covers the vocabulary: each message and OAuth slug appears in some row."""
     rows = str([case.body for case in CASES])
-    # No limiter yet; 503 needs an outage (test_resilience); 408 a slow client (test_timeouts).
+    # The table runs with limits off (test_rate_limits has the 429); 503 needs an outage
+    # (test_resilience); 408 a slow client (test_timeouts).
     untriggerable = {errors.RateLimited, errors.ServiceUnavailable, errors.RequestTimeout}
     for cls in errors.CONNECT_ERRORS.values():
         if cls not in untriggerable:

@@ -196,11 +196,6 @@ def test_a_sandbox_id_that_is_no_64_bit_integer(shop: Retailer, account_id: str)
     assert response.json() == connect("Invalid user_id", key="user_id")
 
 
-def test_the_largest_sandbox_id_is_read_as_an_id(shop: Retailer) -> None:
-    response = shop.authorize(str(2**63 - 1))  # fits: simply unknown
-    assert response.json() == connect("Invalid user_id", key="user_id")
-
-
 # --- the Login pages ------------------------------------------------------------------------
 
 

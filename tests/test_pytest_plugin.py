@@ -70,10 +70,22 @@ def test_the_fixture_in_this_suite(connectlink_emulator: EmulatedRetailer) -> No
         connect.users.get("someone else")
 
 
-def test_each_test_gets_a_fresh_emulator(connectlink_emulator: EmulatedRetailer) -> None:
-    """The user "u1" of the test above is not here: a new database, a new retailer."""
-    with pytest.raises(UserNotFound):
-        connectlink_emulator.client.users.get("u1")
+def test_each_test_gets_a_fresh_emulator(tmp_path: Path) -> None:
+    """Two tests in order in one process: the second sees nothing the first made."""
+    (tmp_path / "test_order.py").write_text(
+        "import pytest\n"
+        "from connectlink.client import UserNotFound\n"
+        "def test_first(connectlink_emulator):\n"
+        "    connectlink_emulator.client.users.create('u1', 'jane')\n"
+        "def test_second(connectlink_emulator):\n"
+        "    with pytest.raises(UserNotFound):\n"
+        "        connectlink_emulator.client.users.get('u1')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q",
+         "test_order.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        check=False, env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout, done.stdout
 
 
 def test_the_plugin_imports_nothing_of_the_server() -> None:

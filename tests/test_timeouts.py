@@ -121,13 +121,10 @@ def test_trickled_headers_get_408_and_close(server: ServeProcess) -> None:
         assert_closed(sock, buffer)
 
 
-def test_silent_connection_gets_408_and_close(server: ServeProcess) -> None:
-    start = time.monotonic()
+def test_silent_connection_is_closed_without_an_answer(server: ServeProcess) -> None:
+    """Nothing asked, nothing answered: closed, with no unsolicited 408."""
     with connect(server) as sock:
-        buffer = bytearray()
-        assert_timeout_response(read_response(sock, buffer))
-        assert_closed(sock, buffer)
-    assert time.monotonic() - start < BOUND
+        assert_closed(sock, bytearray())
 
 
 def test_normal_request_still_answered(server: ServeProcess) -> None:

@@ -165,7 +165,7 @@ class RequestTimeout(ConnectError):
 
 class RateLimited(RetryLater, ConnectError):
     status = 429
-    message = "Too many requests"
+    message = "Too many requests. Please retry later."
     code = 2003
 
     def __init__(self, retry_after: int = 1) -> None:
@@ -530,39 +530,66 @@ OAUTH_ERRORS: dict[tuple[int, str, str], type[OAuthError | BearerError]] = {
 }
 
 
+# Secondary look-ups for wording that differs from ours (another server's, a future one's):
+# Connect errors by code and message without case, OAuth errors by status and slug alone.
+_CONNECT_BY_WORDS = {(cls.code, cls.message.casefold()): cls for cls in CONNECT_ERRORS.values()}
+# ... and by code and status, where only one class has them (2003 and 429: RateLimited).
+_CONNECT_BY_STATUS: dict[tuple[int | None, int], type[ConnectError] | None] = {}
+for _connect in CONNECT_ERRORS.values():
+    _pair = (_connect.code, _connect.status)
+    _CONNECT_BY_STATUS[_pair] = None if _pair in _CONNECT_BY_STATUS else _connect
+_OAUTH_BY_SLUG: dict[tuple[int, str], type[OAuthError | BearerError]] = {}
+for _cls in OAUTH_ERRORS.values():
+    _OAUTH_BY_SLUG.setdefault((_cls.status, _cls.error), _cls)  # the base class comes first
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    return headers.get(name.lower(), headers.get(name, ""))
+
+
 def _retry_after(headers: Mapping[str, str]) -> int:
-    value = headers.get("retry-after", headers.get("Retry-After", ""))
-    return int(value) if value.isdigit() else 1
+    value = _header(headers, "Retry-After")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else 1
+
+
+def _connect_class(status: int, error: Mapping[str, Any]) -> type[ConnectError]:
+    code, message = error.get("code"), str(error.get("message", ""))
+    if not isinstance(code, int | None) or isinstance(code, bool):
+        raise TypeError("not a Connect error code")
+    cls = (CONNECT_ERRORS.get((code, message))
+           or _CONNECT_BY_WORDS.get((code, " ".join(message.split()).casefold()))
+           or _CONNECT_BY_STATUS.get((code, status)))
+    if cls is None or cls.status != status:
+        # A refusal this vocabulary does not know: kept whole, as a class of its own.
+        return type("UnknownConnectError", (ConnectError,), {
+            "status": status, "message": message, "code": code})
+    return cls
 
 
 def _connect_error(status: int, body: Mapping[str, Any], headers: Mapping[str, str]
                    ) -> ConnectError:
-    error, meta = body.get("error") or {}, body.get("meta") or {}
-    cls = CONNECT_ERRORS.get((error.get("code"), error.get("message", "")))
+    error, meta = body["error"], body.get("meta") or {}
+    cls = _connect_class(status, error)
     key = meta.get("key") if isinstance(meta, Mapping) else None
     if cls is MultipleErrors:
-        return MultipleErrors([_connect_error(status, e, headers) for e in error.get("errors", [])])
+        return MultipleErrors([_connect_error(status, e, headers)
+                               for e in error.get("errors") or []])
     if cls is RateLimited or cls is ServiceUnavailable:
         return cls(_retry_after(headers))
     if cls is MethodNotAllowed:
-        return MethodNotAllowed(headers.get("allow", headers.get("Allow", "")))
-    if cls is None or cls.status != status:
-        # A refusal this vocabulary does not know: kept whole, as a class of its own.
-        cls = type("UnknownConnectError", (ConnectError,), {
-            "status": status, "message": str(error.get("message", "")),
-            "code": error.get("code")})
-    return cls(key) if key is not None and key != cls.key else cls()
+        return MethodNotAllowed(_header(headers, "Allow"))
+    return cls(str(key)) if key is not None and key != cls.key else cls()
 
 
 def _oauth_error(status: int, body: Mapping[str, Any], headers: Mapping[str, str]
                  ) -> OAuthError | BearerError:
     slug, description = str(body.get("error")), str(body.get("error_description", ""))
-    cls = OAUTH_ERRORS.get((status, slug, description))
+    cls = OAUTH_ERRORS.get((status, slug, description)) or _OAUTH_BY_SLUG.get((status, slug))
     if cls is None:
         base: type[OAuthError] = type("UnknownOAuthError", (OAuthError,), {
             "status": status, "error": slug, "description": description})
         return base()
-    challenge = headers.get("www-authenticate", headers.get("WWW-Authenticate", ""))
+    challenge = _header(headers, "WWW-Authenticate")
     if issubclass(cls, BearerError):
         return cls(token_sent="error=" in challenge)
     if cls is InvalidClient:
@@ -574,12 +601,17 @@ def from_response(
     status: int, body: Any, headers: Mapping[str, str] | None = None
 ) -> ConnectLinkError | None:
     """The error a response carries, as the class the server raised (with its key, its
-    ``Retry-After``, its challenge), or None if the body is no error envelope of this API."""
+    ``Retry-After``, its challenge), or None if the body is no error envelope of this API.
+    Wording that differs only in case or spacing still finds its class; an envelope whose
+    parts have the wrong types is no envelope."""
     headers = headers or {}
     if not isinstance(body, Mapping) or "error" not in body:
         return None
-    if isinstance(body["error"], Mapping):
-        return _connect_error(status, body, headers)
-    if isinstance(body["error"], str):
-        return _oauth_error(status, body, headers)
+    try:
+        if isinstance(body["error"], Mapping):
+            return _connect_error(status, body, headers)
+        if isinstance(body["error"], str):
+            return _oauth_error(status, body, headers)
+    except (TypeError, AttributeError):  # e.g. a 9999 whose errors are not objects
+        return None
     return None

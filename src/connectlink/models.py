@@ -110,6 +110,12 @@ class InstacartAccount:
     membership_expires_at: float | None
     created_at: float
 
+    def member_at(self, now: float) -> bool:
+        """Instacart+ at ``now``: a membership whose end is still ahead (decisions.md
+        "Membership"); ``GET .../link``, the CLI and the operator views all ask this."""
+        ends = self.membership_expires_at
+        return ends is not None and ends > now
+
 
 @dataclass(frozen=True, slots=True)
 class LoginThrottle:

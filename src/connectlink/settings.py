@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,11 +23,19 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
 }
 
 
-def _number(variable: str, value: str, kind: type[int] | type[float]) -> int | float:
+# The rate limits (decisions.md "Rate limits"), in requests a second per client; 0 is off.
+_RATES = ("rate_limit_token", "rate_limit_api")
+# Production profile defaults; the emulator's are 0 (decisions.md "Profiles").
+PRODUCTION_RATES = {"rate_limit_token": 20.0, "rate_limit_api": 100.0}
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _number(variable: str, value: str, kind: type[int] | type[float],
+            wanted: str | None = None) -> int | float:
     try:
         return kind(value)
     except ValueError:
-        wanted = "a whole number" if kind is int else "a number of seconds"
+        wanted = wanted or ("a whole number" if kind is int else "a number of seconds")
         raise ValueError(f"{variable} must be {wanted}, not {value!r}") from None
 
 
@@ -52,6 +61,12 @@ class Settings:
     # first byte, and its body within ``body_timeout`` of the handler asking for it (408).
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    # Token buckets per OAuth client (decisions.md "Rate limits"): requests a second, 0 is off;
+    # shared through Redis (``redis_url``) by every worker and host that names the same one.
+    rate_limit_token: float = 0.0
+    rate_limit_api: float = 0.0
+    redis_url: str | None = None
+    redis_prefix: str = "connectlink:"
 
     def __post_init__(self) -> None:
         if self.profile == "production" and not self.secret_key:
@@ -65,15 +80,25 @@ class Settings:
                 f"CONNECTLINK_SECRET_KEY must be at least {MIN_SECRET_KEY} characters long"
             )
         for name in _NUMBERS:
-            if getattr(self, name) <= 0:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"CONNECTLINK_{name.upper()} must be more than 0, "
                                  f"not {getattr(self, name)}")
+        for name in _RATES:
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"CONNECTLINK_{name.upper()} must be 0 (off) or more, "
+                                 f"not {getattr(self, name)}")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ValueError("CONNECTLINK_REDIS_URL must be a redis://, rediss:// or unix:// "
+                             "URL")
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> Settings:
         if profile not in {"emulator", "production"}:
             raise ValueError(f"unknown profile {profile!r} (emulator or production)")
-        return cls(**{"sandbox": profile == "emulator", **overrides, "profile": profile})
+        defaults: dict[str, Any] = {"sandbox": profile == "emulator"}
+        if profile == "production":
+            defaults.update(PRODUCTION_RATES)
+        return cls(**{**defaults, **overrides, "profile": profile})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,6 +113,14 @@ class Settings:
             values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
         if env.get("CONNECTLINK_SECRET_KEY"):
             values["secret_key"] = env["CONNECTLINK_SECRET_KEY"]
+        for name in ("redis_url", "redis_prefix"):
+            if env.get(f"CONNECTLINK_{name.upper()}"):
+                values[name] = env[f"CONNECTLINK_{name.upper()}"]
+        for name in _RATES:
+            variable = f"CONNECTLINK_{name.upper()}"
+            if variable in env:
+                values[name] = _number(variable, env[variable], float,
+                                       "a number of requests a second (0: off)")
         for name, kind in _NUMBERS.items():
             variable = f"CONNECTLINK_{name.upper()}"
             if variable in env:
@@ -99,7 +132,8 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings in a worker process."""
         secret = {"CONNECTLINK_SECRET_KEY": self.secret_key} if self.secret_key else {}
-        return secret | {
+        redis = {"CONNECTLINK_REDIS_URL": self.redis_url} if self.redis_url else {}
+        return secret | redis | {
             "CONNECTLINK_DATABASE_URL": self.database_url,
             "CONNECTLINK_PROFILE": self.profile,
             "CONNECTLINK_SANDBOX": "1" if self.sandbox else "0",
@@ -108,4 +142,7 @@ class Settings:
             "CONNECTLINK_POOL_SIZE": str(self.pool_size),
             "CONNECTLINK_HEADER_TIMEOUT": str(self.header_timeout),
             "CONNECTLINK_BODY_TIMEOUT": str(self.body_timeout),
+            "CONNECTLINK_RATE_LIMIT_TOKEN": repr(self.rate_limit_token),
+            "CONNECTLINK_RATE_LIMIT_API": repr(self.rate_limit_api),
+            "CONNECTLINK_REDIS_PREFIX": self.redis_prefix,
         }

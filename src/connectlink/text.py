@@ -27,10 +27,14 @@ def identifier(value: str) -> bool:
     return 0 < len(value) <= MAX_IDENTIFIER and clean(value)
 
 
+# In a log line, also what some readers take for a line break: NEL, LINE and PARAGRAPH SEPARATOR.
+_UNLOGGABLE = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+
+
 def for_log(value: str, limit: int = LOG_LIMIT) -> str:
-    """``value`` as a log line may carry it: control characters escaped (no forged lines), at
-    most ``limit`` characters of it, and how much was left out."""
-    shown = _UNACCEPTABLE.sub(lambda found: f"\\x{ord(found.group()):02x}", value[:limit])
+    """``value`` as a log line may carry it: control characters and line separators escaped
+    (no forged lines), at most ``limit`` characters of it, and how much was left out."""
+    shown = _UNLOGGABLE.sub(lambda found: f"\\x{ord(found.group()):02x}", value[:limit])
     if len(value) > limit:
         shown += f"...[{len(value) - limit} more]"
     return shown

@@ -21,7 +21,7 @@ class Token(Struct, kw_only=True, omit_defaults=True):
     """An access token or a linking token (connect-api.md sections 1 and 3)."""
 
     access_token: Annotated[str, Meta(description="The bearer token, or the linking token.")]
-    token_type: Literal["Bearer"]
+    token_type: Annotated[str, Meta(examples=["Bearer"])]  # RFC 6749 7.1: case-insensitive
     expires_in: Annotated[int, Meta(description="Seconds until the token expires.")]
     scope: str | None = None
     created_at: Annotated[int, Meta(description="When it was issued, in Unix epoch seconds.")]

@@ -25,17 +25,17 @@ def register(commands: Any) -> None:
     listing.set_defaults(run=list_retailers)
     show = shell.command(group, "show", "one retailer: its clients, redirect URIs, users and "
                          "links", json_output=True)
-    show.add_argument("--retailer-id", type=int, required=True, help="the retailer's id")
+    show.add_argument("--retailer-id", type=shell.count, required=True, help="the retailer's id")
     show.set_defaults(run=show_retailer)
 
     group = shell.group(commands, "clients", "a retailer's OAuth clients")
     create = shell.command(group, "create", "another OAuth client for a retailer",
                            json_output=True)
-    create.add_argument("--retailer-id", type=int, required=True, help="the retailer's id")
+    create.add_argument("--retailer-id", type=shell.count, required=True, help="the retailer's id")
     _client_options(create)
     create.set_defaults(run=create_client)
     listing = shell.command(group, "list", "OAuth clients, oldest first", json_output=True)
-    listing.add_argument("--retailer-id", type=int, help="only this retailer's clients")
+    listing.add_argument("--retailer-id", type=shell.count, help="only this retailer's clients")
     listing.set_defaults(run=list_clients)
     rotate = shell.command(group, "rotate-secret", "give a client a new secret, shown once; "
                            "the old one stops working at once", json_output=True)

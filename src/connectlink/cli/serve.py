@@ -41,6 +41,10 @@ def register(commands: Any) -> None:
                        help="do not log requests (the log never holds query strings or bodies)")
     serve.add_argument("--no-demo", action="store_true",
                        help="do not create the demo retailer on an empty emulator database")
+    serve.add_argument("--redis", metavar="URL",
+                       help="keep the rate-limit buckets in this Redis, so that one limit "
+                            "holds across every worker and host (default: "
+                            "$CONNECTLINK_REDIS_URL, else each worker keeps its own)")
     serve.set_defaults(run=serve_api)
 
 
@@ -127,7 +131,7 @@ def serve_api(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(
         database_url=args.database, profile=args.profile,
-        access_log=False if args.no_access_log else None,
+        access_log=False if args.no_access_log else None, redis_url=args.redis,
     )
     _check_address(args.host, args.port)
     # Check the schema here, once, before any worker starts: an empty database gets it,
@@ -141,6 +145,7 @@ def serve_api(args: argparse.Namespace) -> int:
     print(f"ConnectLink {__version__}: {settings.profile} profile, sandbox "
           f"{'on' if settings.sandbox else 'off'}, database {masked_url(settings.database_url)}, "
           f"serving {_base_url(args.host, args.port)} ({workers})", flush=True)
+    _announce_limits(settings, args.workers)
     os.environ.update(settings.to_env())  # worker processes rebuild the settings from these
     uvicorn.run(
         "connectlink.server.app:app_from_env",
@@ -155,6 +160,19 @@ def serve_api(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return shell.OK
+
+
+def _announce_limits(settings: Settings, workers: int) -> None:
+    """The rate limits in force (decisions.md "Rate limits"), when any is."""
+    rates = {"token endpoints": settings.rate_limit_token, "API": settings.rate_limit_api}
+    on = [f"{name} {rate:g}/s" for name, rate in rates.items() if rate > 0]
+    if not on:
+        return
+    where = (f"buckets in Redis at {masked_url(settings.redis_url)}" if settings.redis_url
+             else "buckets in each worker" + (f": {workers} workers admit up to {workers} "
+                                              "times as much (--redis shares them)"
+                                              if workers > 1 else ""))
+    print(f"Rate limits per client: {', '.join(on)}, burst twice that; {where}", flush=True)
 
 
 async def _nothing(store: Store) -> None:

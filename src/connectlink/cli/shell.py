@@ -198,3 +198,10 @@ def group(commands: Any, name: str, summary: str) -> Any:
     parser = commands.add_parser(name, help=summary, description=summary,
                                  formatter_class=HelpFormatter)
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def count(value: str) -> int:
+    """An id, a limit or a count: a whole number from 0 to 2^63 - 1 (a 64-bit column)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) >= 2**63:
+        raise argparse.ArgumentTypeError(f"not a number from 0 to 2^63-1: {value!r}")
+    return int(value)

@@ -18,12 +18,12 @@ def register(commands: Any) -> None:
     group = shell.group(commands, "users", "a retailer's Connect users")
     listing = shell.command(group, "list", "a retailer's Connect users and their links, "
                             "oldest first", json_output=True)
-    listing.add_argument("--retailer-id", type=int, required=True, help="the retailer's id")
-    listing.add_argument("--limit", type=int, default=100, help="show at most this many")
+    listing.add_argument("--retailer-id", type=shell.count, required=True, help="the retailer's id")
+    listing.add_argument("--limit", type=shell.count, default=100, help="show at most this many")
     listing.set_defaults(run=list_users)
     show = shell.command(group, "show", "one Connect user, with its link and Instacart+ state",
                          json_output=True)
-    show.add_argument("--retailer-id", type=int, required=True, help="the retailer's id")
+    show.add_argument("--retailer-id", type=shell.count, required=True, help="the retailer's id")
     show.add_argument("--user-id", required=True, help="the retailer's own user_id")
     show.set_defaults(run=show_user)
 
@@ -35,28 +35,28 @@ def register(commands: Any) -> None:
     create.add_argument("--phone", required=True, help="its phone number")
     create.add_argument("--password", required=True, help="its password, for the Login pages")
     create.add_argument("--plus", action="store_true", help="an Instacart+ member for a year")
-    create.add_argument("--count", type=int, help="create this many, numbered (a JSON array)")
+    create.add_argument("--count", type=shell.count,
+                        help="create this many, numbered (a JSON array)")
     create.set_defaults(run=create_sandbox_user)
 
     group = shell.group(commands, "links", "operator actions on links")
     unlink = shell.command(group, "unlink", "unlink a Connect user, as customer service would "
                            "(recorded in the audit trail)", json_output=True)
-    unlink.add_argument("--retailer-id", type=int, required=True, help="the retailer's id")
+    unlink.add_argument("--retailer-id", type=shell.count, required=True, help="the retailer's id")
     unlink.add_argument("--user-id", required=True, help="the retailer's own user_id")
     unlink.set_defaults(run=unlink_user)
 
     audit = shell.command(commands, "audit", "a retailer's audit trail: link, relink, replace, "
                           "unlink and privacy events (--json: one object a line)",
                           json_output=True)
-    audit.add_argument("--retailer-id", type=int, required=True, help="the retailer's id")
+    audit.add_argument("--retailer-id", type=shell.count, required=True, help="the retailer's id")
     audit.set_defaults(run=show_audit)
 
 
 def account_json(account: InstacartAccount, now: float) -> dict[str, Any]:
-    ends = account.membership_expires_at
     return {"id": account.id, "email": account.email, "phone": account.phone,
-            "instacartplus_member": ends is not None and ends > now,
-            "membership_expires_at": shell.when(ends)}
+            "instacartplus_member": account.member_at(now),
+            "membership_expires_at": shell.when(account.membership_expires_at)}
 
 
 def user_json(view: retailers.UserView, now: float) -> dict[str, Any]:

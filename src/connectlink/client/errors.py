@@ -107,7 +107,10 @@ class UnexpectedResponse(ConnectLinkError):
     vocabulary (a proxy's HTML page), or a success body that is not the documented Struct."""
 
     def __init__(self, status: int, content: bytes, headers: httpx.Headers) -> None:
-        super().__init__(f"unexpected {status} response: {content[:200]!r}")
+        # A 2xx body may hold a token or a code: it stays in ``content``, out of the message
+        # (and so out of every log line and traceback).
+        shown = f"{len(content)} bytes" if 200 <= status < 300 else repr(content[:200])
+        super().__init__(f"unexpected {status} response: {shown}")
         # ``status`` is a class attribute of the server's classes (their wire contract); this
         # one's is whatever came back, so it lives on the instance.
         setattr(self, "status", status)  # noqa: B010

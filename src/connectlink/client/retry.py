@@ -1,13 +1,15 @@
 """When the SDK tries a call again, and how long it waits first.
 
-Retried: a connection that failed before the request went out (refused, DNS, connect or pool
-timeout: the server never saw it), and the two answers by which the server says it did not act,
-429 (rate limited, decisions.md "Rate limits") and 503 (service unavailable: "nothing
-half-written", README "Scaling out"). Those are safe for every call, even single-use ones.
+Retried for every call, single-use ones too: a connection that failed before the request went
+out (refused, DNS, connect or pool timeout: the server never saw it), and 429 (rate limited,
+decisions.md "Rate limits": refused before any work).
 
 Retried only for calls that are safe to repeat: a request that went out but whose answer was
-lost (read timeout, dropped connection), since the server may have acted on it. Never retried:
-any other 4xx, and 500 (the server did not say a second try would fare better).
+lost (read timeout, dropped connection), and 503. A 503 means the database could not be used,
+but on PostgreSQL the connection can drop after a commit and before its answer: a link or a
+code exchange may have happened, and its single-use token would then answer a second try with
+"Linking token is invalid" or ``invalid_grant``. Never retried: any other 4xx, and 500 (the
+server did not say a second try would fare better).
 
 The wait is exponential backoff with full jitter (a uniform draw from 0 to
 ``min(cap, base * 2**attempt)``), so that clients refused together do not come back together;
@@ -60,7 +62,8 @@ class RetryPolicy:
             retried = isinstance(outcome, NEVER_SENT) or (
                 replay_safe and isinstance(outcome, MAYBE_SENT))
             return self.backoff(attempt, draw) if retried else None
-        if outcome.status_code not in RETRIED_STATUSES:
+        if outcome.status_code not in RETRIED_STATUSES or (
+                outcome.status_code == 503 and not replay_safe):
             return None
         floor = retry_after(outcome.headers.get("retry-after"))
         if floor is not None and floor > self.cap:
@@ -74,7 +77,7 @@ def retry_after(value: str | None, now: Callable[[], float] = time.time) -> floa
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -84,4 +87,3 @@ def retry_after(value: str | None, now: Callable[[], float] = time.time) -> floa
 
 
 DEFAULT_RETRY = RetryPolicy()
-NO_RETRIES = RetryPolicy(max_retries=0)

@@ -73,7 +73,7 @@ async def membership(
     ends = account.membership_expires_at
     if ends is None:
         return wire.Membership(express_member=False, instacartplus_member=False)
-    member = ends > clock.now()
+    member = account.member_at(clock.now())
     return wire.Membership(
         express_member=member, instacartplus_member=member, expired_at=iso_utc(ends)
     )

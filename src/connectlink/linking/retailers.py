@@ -7,7 +7,7 @@ answered over HTTP, and the CLI gives each its exit code (``NotFound`` 3, ``Refu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from connectlink import security, text
@@ -69,7 +69,7 @@ class NewClient:
     """A client and the only time its secret exists in plaintext."""
 
     client: OAuthClient
-    client_secret: str
+    client_secret: str = field(repr=False)
 
     def credentials(self) -> dict[str, object]:
         return {
@@ -104,7 +104,7 @@ class NewRetailer:
 
     retailer: Retailer
     client: OAuthClient
-    client_secret: str
+    client_secret: str = field(repr=False)
 
     def credentials(self) -> dict[str, object]:
         return NewClient(self.client, self.client_secret).credentials()
@@ -171,8 +171,7 @@ class UserView:
 
     def member(self, now: float) -> bool:
         """Instacart+ now, by the same rule as ``GET .../link``."""
-        ends = self.account.membership_expires_at if self.account is not None else None
-        return ends is not None and ends > now
+        return self.account is not None and self.account.member_at(now)
 
 
 async def users(store: Store, clock: Clock, retailer_id: int, limit: int) -> list[UserView]:
@@ -188,7 +187,7 @@ async def user(store: Store, clock: Clock, retailer_id: int, user_id: str) -> Us
     await find(store, retailer_id)
     # An id no user can have (a control character, too long) never reaches the store.
     found = (await store.find_link(retailer_id, user_id, clock.now())
-             if text.identifier(user_id) else None)
+             if text.identifier(user_id) else None)  # users.stored_id's rule, another error
     if found is None:
         raise NotFound(f"retailer {retailer_id} has no user {user_id!r}")
     return UserView(*found)

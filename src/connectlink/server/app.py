@@ -23,6 +23,7 @@ from connectlink import text
 from connectlink.clock import Clock, SystemClock
 from connectlink.errors import InternalError, MethodNotAllowed, NotFound
 from connectlink.server.context import Context
+from connectlink.server.limits import Limiter
 from connectlink.server.openapi import ApiDocument
 from connectlink.server.operations import Operation, for_settings
 from connectlink.server.render import Renderer, error_response, log, page_error_response, respond
@@ -35,8 +36,8 @@ class Endpoint:
     Errors take the operations' form: JSON envelopes for the API, pages for a browser. The
     operation's name goes into the request's scope, for the access log."""
 
-    def __init__(self, operations: list[Operation]) -> None:
-        self.by_method = {op.method: (op.name, op.bound()) for op in operations}
+    def __init__(self, operations: list[Operation], limiter: Limiter | None = None) -> None:
+        self.by_method = {op.method: (op.name, op.bound(limiter)) for op in operations}
         self.render: Renderer = page_error_response if operations[0].page else error_response
         allowed = set(self.by_method) | ({"HEAD"} if "GET" in self.by_method else set())
         self.allow = ", ".join(sorted(allowed))
@@ -57,12 +58,12 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(NotFound())(scope, receive, send)
 
 
-def routes(operations: tuple[Operation, ...]) -> list[Route]:
-    """One route a path, in the table's order."""
+def routes(operations: tuple[Operation, ...], limiter: Limiter | None = None) -> list[Route]:
+    """One route a path, in the table's order, each operation behind its rate limit if on."""
     by_path: dict[str, list[Operation]] = {}
     for op in operations:
         by_path.setdefault(op.path, []).append(op)
-    return [Route(path, Endpoint(ops)) for path, ops in by_path.items()]
+    return [Route(path, Endpoint(ops, limiter)) for path, ops in by_path.items()]
 
 
 class AccessLog:
@@ -123,7 +124,8 @@ def create_app(
 ) -> ConnectLink:
     """A ConnectLink server. Without ``store``, the lifespan opens ``settings.database_url``
     in the serving process (and closes it at shutdown)."""
-    ctx = Context(settings=settings, clock=clock or SystemClock(), store=store)
+    ctx = Context(settings=settings, clock=clock or SystemClock(), store=store,
+                  limiter=Limiter.for_settings(settings))
     operations = for_settings(settings)
     ctx.api = ApiDocument.of(operations)
 
@@ -136,11 +138,12 @@ def create_app(
             await ctx.start()
             yield
         finally:
+            await ctx.stop()
             if opened and ctx.store is not None:
                 await ctx.store.close()
                 ctx.store = None
 
-    router = Router(routes(operations), redirect_slashes=False, default=not_found,
+    router = Router(routes(operations, ctx.limiter), redirect_slashes=False, default=not_found,
                     lifespan=lifespan)
     return ConnectLink(ctx, router)
 

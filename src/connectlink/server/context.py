@@ -1,4 +1,5 @@
-"""What every handler needs: the store, the clock and the settings, held by the app."""
+"""What every handler needs: the store, the clock, the settings and the rate limiter, held
+by the app; and what the operation table reads from a request before a handler runs."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from connectlink.clock import Clock
 from connectlink.errors import MalformedJSON, RequestTimeout, RequestTooLarge
 from connectlink.models import AccessToken
 from connectlink.oauth import bearer
+from connectlink.oauth import requests as token_requests
 from connectlink.oauth.grants import TokenLifetimes
 from connectlink.server.pages.session import SessionCookies
 from connectlink.settings import Settings
 from connectlink.storage.base import Store
 
 if TYPE_CHECKING:
+    from connectlink.server.limits import Limiter
     from connectlink.server.openapi import ApiDocument
 
 
@@ -30,6 +33,7 @@ class Context:
     lifetimes: TokenLifetimes = field(init=False)
     sessions: SessionCookies | None = None  # the Login pages' cookies, keyed at startup
     api: ApiDocument = field(init=False)  # the OpenAPI document, set by the app factory
+    limiter: Limiter | None = None  # None: no rate limit is on (decisions.md "Rate limits")
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(
@@ -53,6 +57,12 @@ class Context:
             "session_key", security.new_secret(), self.clock.now()
         )
         self.sessions = SessionCookies(key, self.settings.session_ttl)
+        if self.limiter is not None:
+            await self.limiter.start()
+
+    async def stop(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.close()
 
 
 def context(request: Request) -> Context:
@@ -65,6 +75,16 @@ async def authorize(request: Request, scope: str | None) -> AccessToken:
     ctx = context(request)
     return await bearer.authenticate(
         ctx.db, ctx.clock.now(), request.headers.get("authorization"), scope
+    )
+
+
+async def token_request(request: Request) -> token_requests.TokenRequest:
+    """A token endpoint's parameters and client credentials, in the body or HTTP Basic."""
+    return token_requests.parse(
+        request.query_params.keys(),
+        request.headers.get("content-type", ""),
+        await read_body(request),
+        request.headers.get("authorization"),
     )
 
 

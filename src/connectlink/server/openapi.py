@@ -45,6 +45,19 @@ class ApiDocument:
         return cls(built, jsonio.encode(built))
 
 
+def _never_null(schema: dict[str, Any]) -> None:
+    """A response's optional field is left out when it has no value, never null (decisions.md
+    "Connect users", "Membership"): its schema says so, where msgspec's allows null."""
+    required = set(schema.get("required", ()))
+    for name, field in schema.get("properties", {}).items():
+        variants = field.get("anyOf", [])
+        if name not in required and {"type": "null"} in variants:
+            kept = [v for v in variants if v != {"type": "null"}]
+            field.pop("anyOf")
+            field.pop("default", None)
+            field.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+
+
 def ref(cls: type[Any]) -> dict[str, str]:
     return {"$ref": REF.format(name=cls.__name__)}
 
@@ -55,6 +68,10 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
     bodies = {op.request for op in operations} | {op.response for op in operations}
     types = sorted((t for t in bodies if t is not None), key=lambda t: t.__name__)
     _, schemas = msgspec.json.schema_components([*types, *_ENVELOPES], ref_template=REF)
+    answered: set[type[Any]] = {op.response for op in operations if op.response is not None}
+    answered |= {wire.ConnectErrorDetail, wire.ConnectErrorMeta}
+    for response in answered:
+        _never_null(schemas[response.__name__])
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, operations)

@@ -1,11 +1,13 @@
 """The operation table: every operation of the server, one entry each, in the order of the
-public docs. It is the one list that the router, the OpenAPI document, the access log (and,
-later, metric labels and rate-limit buckets) read: each entry says its name, method and path,
-its family (which decides the profiles that have it), what the caller must present, its
-summary, its request and response bodies and the refusals it documents.
+public docs. It is the one list that the router, the OpenAPI document, the access log, the
+rate limiter (and, later, metric labels) read: each entry says its name, method and path, its
+family (which decides the profiles that have it and the rate-limit bucket), what the caller
+must present, its summary, its request and response bodies and the refusals it documents.
 
 Authentication happens here, once, before a handler runs: a ``BEARER`` operation's handler is
-called with the caller's access token, already checked for the operation's scope.
+called with the caller's access token, already checked for the operation's scope, and a
+``CLIENT`` operation's with its parsed token request. The rate limit of the operation's bucket
+(decisions.md "Rate limits") is checked right after, keyed by the client that was identified.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectlink import errors, wire
-from connectlink.errors import ConnectLinkError
+from connectlink import errors, text, wire
+from connectlink.errors import BearerError, ConnectLinkError
 from connectlink.models import FULFILLMENT, AccessToken
-from connectlink.server.context import authorize
+from connectlink.oauth.requests import TokenRequest
+from connectlink.server import limits
+from connectlink.server.context import authorize, token_request
 from connectlink.server.endpoints import docs, links, oauth, sandbox, users
 from connectlink.server.pages import views
 from connectlink.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 BearerHandler = Callable[[Request, AccessToken], Awaitable[Response]]
+ClientHandler = Callable[[Request, TokenRequest], Awaitable[Response]]
 
 
 class Family(enum.Enum):
@@ -45,6 +50,9 @@ class Caller(enum.Enum):
     CLIENT = "client"  # OAuth client credentials, in the body or HTTP Basic
     BEARER = "bearer"  # a client-credentials access token, holding ``scope`` if one is set
 
+
+# The rate-limit bucket of each family; the pages and the documentation have none.
+_BUCKETS = {Family.OAUTH: limits.TOKEN, Family.CONNECT: limits.API, Family.SANDBOX: limits.API}
 
 # Refusals every operation of a kind may answer with, documented once here.
 _ANY = (errors.InternalError(), errors.ServiceUnavailable())
@@ -67,7 +75,7 @@ class Operation:
     path: str
     family: Family
     caller: Caller
-    handler: Any  # a Handler, or a BearerHandler for BEARER operations
+    handler: Any  # a Handler; a BearerHandler for BEARER, a ClientHandler for CLIENT
     summary: str
     scope: str | None = None
     request: type[Any] | None = None  # the documented body
@@ -80,6 +88,11 @@ class Operation:
         """Does a browser call it? Then its errors are pages, or redirects to the client."""
         return self.family is Family.PAGES
 
+    @property
+    def bucket(self) -> str | None:
+        """Its rate-limit bucket (decisions.md "Rate limits"), None for none."""
+        return _BUCKETS.get(self.family)
+
     def refusals(self) -> tuple[ConnectLinkError, ...]:
         """Every refusal it documents: its own, then those of its caller and body kind."""
         common = {Caller.BEARER: _BEARER, Caller.CLIENT: _CLIENT}.get(self.caller, ())
@@ -87,20 +100,70 @@ class Operation:
         if self.request is not None and not self.page:  # the pages' are in their _FORM
             # the token endpoints answer an unreadable body with invalid_request
             body = _BODY if self.caller is Caller.CLIENT else (*_BODY, errors.MalformedJSON())
-        return (*self.errors, *common, *body, *_ANY)
+        limited = (errors.RateLimited(),) if self.bucket is not None else ()
+        return (*self.errors, *common, *body, *limited, *_ANY)
 
-    def bound(self) -> Handler:
-        """The handler as the router calls it: authentication first, where there is any."""
-        if self.caller is not Caller.BEARER:
-            handler: Handler = self.handler
-            return handler
-        bearer_handler: BearerHandler = self.handler
-        scope = self.scope
+    def bound(self, limiter: limits.Limiter | None = None) -> Handler:
+        """The handler as the router calls it: authentication first, where there is any, then
+        the limit of its bucket, where that is on (off: not a single check more)."""
+        gate = limiter.gate(self.bucket) if limiter is not None else None
+        if self.caller is Caller.BEARER:
+            return _bearer(self.handler, self.scope, gate)
+        if self.caller is Caller.CLIENT:
+            return _client(self.handler, gate)
+        return self.handler if gate is None else _anonymous(self.handler, gate)
 
+
+def _address(request: Request) -> str:
+    return limits.address_key(request.client.host if request.client else None)
+
+
+def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None) -> Handler:
+    """The bearer's client is the key; a request without a valid token, its address."""
+    if gate is None:
         async def authenticated(request: Request) -> Response:
-            return await bearer_handler(request, await authorize(request, scope))
+            return await handler(request, await authorize(request, scope))
 
         return authenticated
+
+    async def limited(request: Request) -> Response:
+        try:
+            token = await authorize(request, scope)
+        except BearerError:
+            await gate(_address(request))
+            raise
+        await gate(limits.client_key(token.client_pk))
+        return await handler(request, token)
+
+    return limited
+
+
+def _client(handler: ClientHandler, gate: limits.Gate | None) -> Handler:
+    """The client the request names is the key, before the store is asked anything about it
+    (the store checks its secret): one without, or an unreadable request, its address."""
+
+    async def identified(request: Request) -> Response:
+        try:
+            parsed = await token_request(request)
+        except ConnectLinkError:
+            if gate is not None:
+                await gate(_address(request))
+            raise
+        if gate is not None:
+            named = parsed.credentials.client_id if parsed.credentials is not None else None
+            await gate(limits.client_id_key(named) if named is not None and
+                       text.identifier(named) else _address(request))
+        return await handler(request, parsed)
+
+    return identified
+
+
+def _anonymous(handler: Handler, gate: limits.Gate) -> Handler:
+    async def limited(request: Request) -> Response:
+        await gate(_address(request))
+        return await handler(request)
+
+    return limited
 
 
 _USER = "/v2/fulfillment/users/{user_id}"

@@ -11,7 +11,8 @@ socket and a file descriptor for as long as it likes.
 
 ``HeaderDeadlineProtocol`` gives every request ``header_timeout`` seconds for its complete
 headers, counted from the connection's start for the first request and from the first byte
-of each later one, and otherwise answers 408 (``errors.RequestTimeout``) and closes. There is
+of each later one, and otherwise answers 408 (``errors.RequestTimeout``) and closes (a
+connection that never sent a byte is closed without an answer, as nginx does). There is
 one ``loop.call_later`` handle per request still in its headers, and no clock reading per
 chunk. Bodies are the handlers' business (``server/context.py`` ``read_body``).
 """
@@ -74,6 +75,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.header_deadline: TimerHandle | None = None
+        self.spoke = False  # has the client sent a byte yet?
 
     def _arm_header_deadline(self) -> None:
         if self.header_deadline is None:
@@ -100,6 +102,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         # now, even if they are only CRLFs that begin no message (see the module docstring).
         if self.timeout_keep_alive_task is not None:
             self._arm_header_deadline()
+        self.spoke = True
         super().data_received(data)
 
     def on_message_begin(self) -> None:
@@ -131,6 +134,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self._arm_header_deadline()
             return
         prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+        if not self.spoke:
+            # Nothing was asked, so nothing is answered (as nginx does): a 408 here could be
+            # read as the answer to a request the client sends at this very moment.
+            self.logger.info("%sNo request after %gs: closed", prefix, self.header_timeout)
+            self.transport.close()
+            return
         self.logger.info("%sRequest headers incomplete after %gs: 408", prefix,
                          self.header_timeout)
         self.transport.write(timeout_response(self.server_state.default_headers))

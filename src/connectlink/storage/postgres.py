@@ -94,9 +94,8 @@ class PostgresConnection:
 class PostgresEngine:
     name = "postgres"
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._url = url  # for messages only, and masked there
 
     @classmethod
     async def connect(cls, url: str, pool_size: int) -> PostgresEngine:
@@ -118,7 +117,7 @@ class PostgresEngine:
             await pool.close()
             raise DatabaseUnreachable(url, "its search_path names no schema that exists "
                                            "(create it first: CREATE SCHEMA ...)")
-        return cls(pool, url)
+        return cls(pool)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:
