@@ -190,7 +190,7 @@ def test_error_row_raises_its_class(case: Case, emulator: Emulator, shop: Retail
     assert error.body() == case.body
     assert error.headers() == expected.headers()
     assert error.response_headers["content-type"] == "application/json"
-    assert error.request_id is None  # ConnectLink sends no X-Request-Id
+    assert error.request_id == response.headers["x-request-id"]  # every answer has one
 
 
 def test_the_whole_vocabulary_is_exported() -> None:

@@ -153,3 +153,30 @@ class RevokeOutcome(enum.Enum):
     REVOKED = "revoked"
     UNKNOWN = "unknown"
     FOREIGN = "foreign"
+
+
+@dataclass(frozen=True, slots=True)
+class SweepCounts:
+    """What one round of retention removed (``linking/retention.py``)."""
+
+    tokens: int = 0  # access and linking tokens, their expiry a day gone
+    codes: int = 0  # authorization codes, likewise
+    users: int = 0  # Connect users past their privacy retention
+
+    def __add__(self, other: SweepCounts) -> SweepCounts:
+        return SweepCounts(self.tokens + other.tokens, self.codes + other.codes,
+                           self.users + other.users)
+
+    def most(self) -> int:
+        """The largest of the three: a round that removed a whole batch of any may have left
+        more of it."""
+        return max(self.tokens, self.codes, self.users)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who may run a job that only one process at a time may run, and until when."""
+
+    name: str
+    holder: str
+    expires_at: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ def _flag(value: str) -> bool:
 # The numeric settings read from CONNECTLINK_<NAME>; each must be more than 0.
 _NUMBERS: dict[str, type[int] | type[float]] = {
     "pool_size": int, "privacy_retention": int, "header_timeout": float, "body_timeout": float,
+    "shutdown_timeout": int,
 }
 
 
@@ -28,6 +30,21 @@ _RATES = ("rate_limit_token", "rate_limit_api")
 # Production profile defaults; the emulator's are 0 (decisions.md "Profiles").
 PRODUCTION_RATES = {"rate_limit_token": 20.0, "rate_limit_api": 100.0}
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LOOPBACK = "127.0.0.1,::1"  # uvicorn's own default for whose proxy headers to believe
+
+
+def _check_proxies(value: str) -> None:
+    """``forwarded_allow_ips`` as uvicorn reads it: ``*``, or addresses and networks,
+    comma-separated. uvicorn would take anything else for a literal that no peer ever matches,
+    and say nothing."""
+    if value.strip() == "*":
+        return
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            ipaddress.ip_network(item) if "/" in item else ipaddress.ip_address(item)
+        except ValueError as exc:
+            raise ValueError("CONNECTLINK_FORWARDED_ALLOW_IPS must be * or IP addresses and "
+                             f"networks, comma-separated: {exc}") from None
 
 
 def _number(variable: str, value: str, kind: type[int] | type[float],
@@ -47,11 +64,17 @@ class Settings:
     profile: str = "emulator"  # "emulator" or "production"
     sandbox: bool = True
     access_log: bool = True
+    # How `serve` writes log lines: "text" or "json"; None: text on a terminal, else JSON.
+    log_format: str | None = None
     max_body_bytes: int = 1024 * 1024
     access_token_ttl: int = DAY  # connect-api.md section 1: 24 hours
     linking_token_ttl: int = DAY
     code_ttl: int = 600  # decisions.md: 10 minutes
     privacy_retention: int = 30 * DAY
+    # Seconds between retention sweeps (linking/retention.py), one sweeper at a time across
+    # every worker and host; 0 turns the background sweeper off (`connectlink db sweep` runs
+    # one by hand).
+    sweep_interval: float = 3600.0
     pool_size: int = 10  # PostgreSQL connections per worker process
     # Signs the Login pages' session cookies. The emulator makes one on first start and keeps it
     # in the database; the production profile refuses to start without one.
@@ -67,6 +90,11 @@ class Settings:
     rate_limit_api: float = 0.0
     redis_url: str | None = None
     redis_prefix: str = "connectlink:"
+    # Whose X-Forwarded-For and X-Forwarded-Proto uvicorn believes (its forwarded_allow_ips):
+    # loopback in the emulator, nobody ("") in production unless told.
+    forwarded_allow_ips: str = LOOPBACK
+    # Seconds the requests in flight at SIGTERM or SIGINT have to finish before they are cut.
+    shutdown_timeout: int = 10
 
     def __post_init__(self) -> None:
         if self.profile == "production" and not self.secret_key:
@@ -75,6 +103,9 @@ class Settings:
                 "that signs Login sessions; make one with: "
                 "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        if self.profile == "production" and self.sandbox:  # decisions.md "Profiles": absent
+            raise ValueError("the production profile has no sandbox endpoints; "
+                             "CONNECTLINK_SANDBOX is for the emulator profile")
         if self.secret_key is not None and len(self.secret_key) < MIN_SECRET_KEY:
             raise ValueError(
                 f"CONNECTLINK_SECRET_KEY must be at least {MIN_SECRET_KEY} characters long"
@@ -87,9 +118,16 @@ class Settings:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"CONNECTLINK_{name.upper()} must be 0 (off) or more, "
                                  f"not {getattr(self, name)}")
+        if not math.isfinite(self.sweep_interval) or self.sweep_interval < 0:
+            raise ValueError("CONNECTLINK_SWEEP_INTERVAL must be 0 (off) or more seconds, "
+                             f"not {self.sweep_interval}")
+        if self.log_format not in {None, "text", "json"}:
+            raise ValueError(f"CONNECTLINK_LOG_FORMAT must be text or json, "
+                             f"not {self.log_format!r}")
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ValueError("CONNECTLINK_REDIS_URL must be a redis://, rediss:// or unix:// "
                              "URL")
+        _check_proxies(self.forwarded_allow_ips)
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> Settings:
@@ -97,7 +135,7 @@ class Settings:
             raise ValueError(f"unknown profile {profile!r} (emulator or production)")
         defaults: dict[str, Any] = {"sandbox": profile == "emulator"}
         if profile == "production":
-            defaults.update(PRODUCTION_RATES)
+            defaults.update(PRODUCTION_RATES, forwarded_allow_ips="")
         return cls(**{**defaults, **overrides, "profile": profile})
 
     @classmethod
@@ -111,11 +149,15 @@ class Settings:
             values["sandbox"] = _flag(env["CONNECTLINK_SANDBOX"])
         if "CONNECTLINK_ACCESS_LOG" in env:
             values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
+        if env.get("CONNECTLINK_LOG_FORMAT"):
+            values["log_format"] = env["CONNECTLINK_LOG_FORMAT"].strip().lower()
         if env.get("CONNECTLINK_SECRET_KEY"):
             values["secret_key"] = env["CONNECTLINK_SECRET_KEY"]
         for name in ("redis_url", "redis_prefix"):
             if env.get(f"CONNECTLINK_{name.upper()}"):
                 values[name] = env[f"CONNECTLINK_{name.upper()}"]
+        if "CONNECTLINK_FORWARDED_ALLOW_IPS" in env:  # set but empty: believe nobody
+            values["forwarded_allow_ips"] = env["CONNECTLINK_FORWARDED_ALLOW_IPS"]
         for name in _RATES:
             variable = f"CONNECTLINK_{name.upper()}"
             if variable in env:
@@ -125,6 +167,10 @@ class Settings:
             variable = f"CONNECTLINK_{name.upper()}"
             if variable in env:
                 values[name] = _number(variable, env[variable], kind)
+        if "CONNECTLINK_SWEEP_INTERVAL" in env:
+            values["sweep_interval"] = _number("CONNECTLINK_SWEEP_INTERVAL",
+                                               env["CONNECTLINK_SWEEP_INTERVAL"], float,
+                                               "a number of seconds (0: off)")
         values.update({k: v for k, v in overrides.items() if v is not None})
         profile = values.pop("profile", None) or env.get("CONNECTLINK_PROFILE", "emulator")
         return cls.for_profile(profile, **values)
@@ -139,10 +185,13 @@ class Settings:
             "CONNECTLINK_SANDBOX": "1" if self.sandbox else "0",
             "CONNECTLINK_ACCESS_LOG": "1" if self.access_log else "0",
             "CONNECTLINK_PRIVACY_RETENTION": str(self.privacy_retention),
+            "CONNECTLINK_SWEEP_INTERVAL": repr(self.sweep_interval),
             "CONNECTLINK_POOL_SIZE": str(self.pool_size),
             "CONNECTLINK_HEADER_TIMEOUT": str(self.header_timeout),
             "CONNECTLINK_BODY_TIMEOUT": str(self.body_timeout),
             "CONNECTLINK_RATE_LIMIT_TOKEN": repr(self.rate_limit_token),
             "CONNECTLINK_RATE_LIMIT_API": repr(self.rate_limit_api),
             "CONNECTLINK_REDIS_PREFIX": self.redis_prefix,
+            "CONNECTLINK_FORWARDED_ALLOW_IPS": self.forwarded_allow_ips,
+            "CONNECTLINK_SHUTDOWN_TIMEOUT": str(self.shutdown_timeout),
         }

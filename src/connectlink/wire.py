@@ -64,8 +64,15 @@ class SandboxCode(Struct):
     code: str
 
 
+class Health(Struct):
+    """``/healthz``: the process answers; ``/readyz``: and it can serve."""
+
+    status: Literal["ok"] = "ok"
+
+
 SUCCESS = Success()
 REVOKED = Revoked()
+HEALTHY = Health()
 
 # --------------------------------------------------------------------------------------------
 # Error envelopes (connect-api.md section 9; RFC 6749 section 5.2; RFC 6750 section 3)

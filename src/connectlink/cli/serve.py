@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import os
+import signal
 import socket
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +17,7 @@ from connectlink.cli import shell
 from connectlink.clock import SystemClock
 from connectlink.linking import retailers
 from connectlink.models import OAuthClient
+from connectlink.server.observe import logs, metrics_dir
 from connectlink.settings import Settings
 from connectlink.storage import Schema, Store, masked_url, using_store
 
@@ -39,12 +40,25 @@ def register(commands: Any) -> None:
                             "database always gets the schema)")
     serve.add_argument("--no-access-log", action="store_true",
                        help="do not log requests (the log never holds query strings or bodies)")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="log lines as text for people, or one JSON object a line (default: "
+                            "$CONNECTLINK_LOG_FORMAT, else text when stderr is a terminal and "
+                            "json when it is not)")
     serve.add_argument("--no-demo", action="store_true",
                        help="do not create the demo retailer on an empty emulator database")
     serve.add_argument("--redis", metavar="URL",
                        help="keep the rate-limit buckets in this Redis, so that one limit "
                             "holds across every worker and host (default: "
                             "$CONNECTLINK_REDIS_URL, else each worker keeps its own)")
+    serve.add_argument("--forwarded-allow-ips", metavar="IPS",
+                       help="believe X-Forwarded-For and X-Forwarded-Proto only from these "
+                            "proxy addresses or networks, separated by commas (* for any) "
+                            "(default: $CONNECTLINK_FORWARDED_ALLOW_IPS, else 127.0.0.1,::1 in "
+                            "the emulator profile and none in production)")
+    serve.add_argument("--shutdown-timeout", metavar="SECONDS", type=int,
+                       help="on SIGTERM or SIGINT, stop accepting connections and give the "
+                            "requests in flight this long to finish (default: "
+                            "$CONNECTLINK_SHUTDOWN_TIMEOUT, else 10)")
     serve.set_defaults(run=serve_api)
 
 
@@ -73,14 +87,6 @@ def _check_address(host: str, port: int) -> None:
     except OSError as exc:
         raise shell.Failed(shell.REFUSED, f"cannot listen on {host}:{port}: "
                            f"{exc.strerror or exc} (is another server running there?)") from exc
-
-
-def _log_config() -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["connectlink"] = {"handlers": ["default"], "level": "INFO"}
-    return config
 
 
 def authorization_url(host: str, port: int, client: OAuthClient) -> str:
@@ -132,6 +138,7 @@ def serve_api(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         database_url=args.database, profile=args.profile,
         access_log=False if args.no_access_log else None, redis_url=args.redis,
+        forwarded_allow_ips=args.forwarded_allow_ips, shutdown_timeout=args.shutdown_timeout,
     )
     _check_address(args.host, args.port)
     # Check the schema here, once, before any worker starts: an empty database gets it,
@@ -146,7 +153,15 @@ def serve_api(args: argparse.Namespace) -> int:
           f"{'on' if settings.sandbox else 'off'}, database {masked_url(settings.database_url)}, "
           f"serving {_base_url(args.host, args.port)} ({workers})", flush=True)
     _announce_limits(settings, args.workers)
+    log_format = args.log_format or settings.log_format or logs.default_format()
+    # Before anything that serves imports prometheus_client: its mode is fixed at that import.
+    metrics_dir.prepare_directory(args.workers)
     os.environ.update(settings.to_env())  # worker processes rebuild the settings from these
+    # SIGTERM stops the server as Ctrl+C does. uvicorn shuts down gracefully on either, then
+    # raises the signal again under the handler found here: SIGTERM's default would end the
+    # process with -15, this one raises KeyboardInterrupt, which uvicorn.run takes as done.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    proxies = settings.forwarded_allow_ips
     uvicorn.run(
         "connectlink.server.app:app_from_env",
         factory=True,
@@ -156,8 +171,13 @@ def serve_api(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="connectlink.server.protocol:HeaderDeadlineProtocol",  # 408 on slow headers
         access_log=False,  # ours leaves out query strings, which may hold credentials
-        log_config=_log_config(),
+        log_config=logs.log_config(log_format),  # every worker: a queue, a line a record
         server_header=False,
+        # X-Forwarded-For/-Proto set the client's address and scheme only from these peers;
+        # trusting nobody needs no middleware at all (uvicorn's FORWARDED_ALLOW_IPS is unread).
+        proxy_headers=bool(proxies.strip()),
+        forwarded_allow_ips=proxies,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return shell.OK
 

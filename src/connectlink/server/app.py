@@ -8,22 +8,24 @@ for exception handling that ``render.respond`` already does in one place.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.routing import Route, Router
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectlink import text
 from connectlink.clock import Clock, SystemClock
-from connectlink.errors import InternalError, MethodNotAllowed, NotFound
+from connectlink.errors import InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
 from connectlink.server.context import Context
+from connectlink.server.headers import SecurityHeaders
 from connectlink.server.limits import Limiter
+from connectlink.server.observe.asgi import Observability
+from connectlink.server.observe.metrics import Metrics
 from connectlink.server.openapi import ApiDocument
 from connectlink.server.operations import Operation, for_settings
 from connectlink.server.render import Renderer, error_response, log, page_error_response, respond
@@ -46,7 +48,8 @@ class Endpoint:
         method = scope["method"]
         found = self.by_method.get("GET" if method == "HEAD" else method)
         if found is None:
-            response = self.render(MethodNotAllowed(self.allow))
+            scope["error"] = refusal = MethodNotAllowed(self.allow)
+            response = self.render(refusal)
         else:
             scope["operation"], handler = found
             response = await respond(handler, Request(scope, receive), self.render)
@@ -55,7 +58,8 @@ class Endpoint:
 
 async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
-        await error_response(NotFound())(scope, receive, send)
+        scope["error"] = refusal = NotFound()
+        await error_response(refusal)(scope, receive, send)
 
 
 def routes(operations: tuple[Operation, ...], limiter: Limiter | None = None) -> list[Route]:
@@ -66,48 +70,27 @@ def routes(operations: tuple[Operation, ...], limiter: Limiter | None = None) ->
     return [Route(path, Endpoint(ops, limiter)) for path, ops in by_path.items()]
 
 
-class AccessLog:
-    """Method, path and status of each request. Never the query string or the body: either
-    may carry a credential."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.log = logging.getLogger("connectlink.access")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            self.log.info(
-                '%s "%s %s" %d %.1fms %s', scope["client"][0] if scope.get("client") else "-",
-                scope["method"], text.for_log(scope["path"]), status,
-                (time.perf_counter() - started) * 1000, scope.get("operation", "-"),
-            )
-
-
 class ConnectLink:
-    """The ASGI application: the access log (if on), the route table, and a last resort that
-    answers 5000 should anything outside a handler fail."""
+    """The ASGI application: request ids, the access log (if on) and the metrics
+    (``observe/``), the route table, and a last resort that answers 5000 should anything
+    outside a handler fail; every response, that one too, with its request id and the
+    security headers (``headers.py``)."""
 
     def __init__(self, ctx: Context, router: Router) -> None:
         self.state = State({"context": ctx})
         self.router = router
-        self.handle: ASGIApp = AccessLog(router) if ctx.settings.access_log else router
+        self.handle: ASGIApp = router
+        self.security_headers = SecurityHeaders(ctx.settings)
+        self.observed = Observability(self.serve, ctx)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
+        await self.observed(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What ``Observability`` wraps (request ids, the access log, the metrics)."""
+        if scope["type"] == "http":
+            send = self.security_headers.sender(scope, send)
         try:
             await self.handle(scope, receive, send)
         except Exception:
@@ -115,8 +98,16 @@ class ConnectLink:
                 raise
             log.exception("unexpected failure on %s %s", scope["method"],
                           text.for_log(scope["path"]))
+            scope["error"] = failure = InternalError()
             with contextlib.suppress(RuntimeError):  # too late if the response had begun
-                await error_response(InternalError())(scope, receive, send)
+                await error_response(failure)(scope, receive, send)
+        except asyncio.CancelledError:
+            # What uvicorn cancels at the shutdown deadline (``--shutdown-timeout``): a 503
+            # its client may retry elsewhere, rather than uvicorn's text/plain 500.
+            if scope["type"] == "http":
+                with contextlib.suppress(RuntimeError):
+                    await error_response(ServiceUnavailable())(scope, receive, send)
+            raise
 
 
 def create_app(
@@ -128,6 +119,7 @@ def create_app(
                   limiter=Limiter.for_settings(settings))
     operations = for_settings(settings)
     ctx.api = ApiDocument.of(operations)
+    ctx.metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from connectlink import jsonio, security
 from connectlink.clock import Clock
 from connectlink.errors import MalformedJSON, RequestTimeout, RequestTooLarge
+from connectlink.linking import retention
 from connectlink.models import AccessToken
 from connectlink.oauth import bearer
 from connectlink.oauth import requests as token_requests
@@ -22,6 +23,7 @@ from connectlink.storage.base import Store
 
 if TYPE_CHECKING:
     from connectlink.server.limits import Limiter
+    from connectlink.server.observe.metrics import Metrics
     from connectlink.server.openapi import ApiDocument
 
 
@@ -33,7 +35,9 @@ class Context:
     lifetimes: TokenLifetimes = field(init=False)
     sessions: SessionCookies | None = None  # the Login pages' cookies, keyed at startup
     api: ApiDocument = field(init=False)  # the OpenAPI document, set by the app factory
+    metrics: Metrics = field(init=False)  # the app's Prometheus metrics, likewise
     limiter: Limiter | None = None  # None: no rate limit is on (decisions.md "Rate limits")
+    sweeps: retention.Background | None = None  # started with the app unless the interval is 0
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(
@@ -59,8 +63,15 @@ class Context:
         self.sessions = SessionCookies(key, self.settings.session_ttl)
         if self.limiter is not None:
             await self.limiter.start()
+        if self.settings.sweep_interval > 0:  # retention (linking/retention.py)
+            self.sweeps = retention.Background(retention.Sweeper(self.db, self.clock),
+                                               self.settings.sweep_interval)
+            self.sweeps.start()
 
     async def stop(self) -> None:
+        if self.sweeps is not None:
+            await self.sweeps.stop()
+            self.sweeps = None
         if self.limiter is not None:
             await self.limiter.close()
 
@@ -71,11 +82,14 @@ def context(request: Request) -> Context:
 
 
 async def authorize(request: Request, scope: str | None) -> AccessToken:
-    """The request's bearer token, which must carry ``scope`` (decisions.md)."""
+    """The request's bearer token, which must carry ``scope`` (decisions.md). Its retailer
+    goes into the ASGI scope, for the access log (``observe/asgi.py``)."""
     ctx = context(request)
-    return await bearer.authenticate(
+    token = await bearer.authenticate(
         ctx.db, ctx.clock.now(), request.headers.get("authorization"), scope
     )
+    request.scope["retailer_id"] = token.retailer_id
+    return token
 
 
 async def token_request(request: Request) -> token_requests.TokenRequest:

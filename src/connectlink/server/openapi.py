@@ -135,10 +135,17 @@ def _query_parameters(query: type[Any] | None) -> list[dict[str, Any]]:
             for name, field in schema["properties"].items()]
 
 
+# The 200s that no Struct describes, besides the pages: (media type, description).
+_UNTYPED = {
+    "openapi": ("application/json", "The page"),
+    "metrics": ("text/plain", "Prometheus's text exposition format"),
+}
+
+
 def _success(op: Operation, operations: tuple[Operation, ...]) -> dict[str, Any]:
     if op.response is None:
-        media = "application/json" if op.name == "openapi" else "text/html"
-        return {"description": "The page", "content": {media: {}}}
+        media, what = _UNTYPED.get(op.name, ("text/html", "The page"))
+        return {"description": what, "content": {media: {}}}
     success: dict[str, Any] = {
         "description": "Success", "content": {"application/json": {"schema": ref(op.response)}},
     }

@@ -1,6 +1,6 @@
 """The operation table: every operation of the server, one entry each, in the order of the
 public docs. It is the one list that the router, the OpenAPI document, the access log, the
-rate limiter (and, later, metric labels) read: each entry says its name, method and path, its
+rate limiter and the metrics' labels read: each entry says its name, method and path, its
 family (which decides the profiles that have it and the rate-limit bucket), what the caller
 must present, its summary, its request and response bodies and the refusals it documents.
 
@@ -26,7 +26,7 @@ from connectlink.models import FULFILLMENT, AccessToken
 from connectlink.oauth.requests import TokenRequest
 from connectlink.server import limits
 from connectlink.server.context import authorize, token_request
-from connectlink.server.endpoints import docs, links, oauth, sandbox, users
+from connectlink.server.endpoints import docs, health, links, oauth, sandbox, users
 from connectlink.server.pages import views
 from connectlink.settings import Settings
 
@@ -41,6 +41,7 @@ class Family(enum.Enum):
     PAGES = "pages"  # "Login with Instacart", in a browser (section 2)
     SANDBOX = "sandbox"  # /v2/fulfillment_sandbox (section 8): only with the sandbox on
     DOCS = "docs"  # this document and its reference page
+    OPS = "ops"  # for operators: health, readiness and metrics (no auth, no rate limit)
 
 
 class Caller(enum.Enum):
@@ -253,6 +254,13 @@ OPERATIONS = (
               "This server's OpenAPI 3.1 document"),
     Operation("reference", "GET", "/docs", Family.DOCS, Caller.NONE, docs.reference,
               "The API reference, rendered from the OpenAPI document"),
+    Operation("healthz", "GET", "/healthz", Family.OPS, Caller.NONE, health.healthz,
+              "Liveness: the process answers", response=wire.Health),
+    Operation("readyz", "GET", "/readyz", Family.OPS, Caller.NONE, health.readyz,
+              "Readiness: the database answers and its schema is current (else 503)",
+              response=wire.Health),
+    Operation("metrics", "GET", "/metrics", Family.OPS, Caller.NONE, health.metrics,
+              "Prometheus metrics, in its text format (every worker's under --workers N)"),
 )
 
 

@@ -31,6 +31,7 @@ from uvicorn.server import ServerState
 
 from connectlink.errors import RequestTimeout
 from connectlink.jsonio import encode
+from connectlink.server.headers import EVERY_RESPONSE
 from connectlink.settings import Settings
 
 HEADER_TIMEOUT_VARIABLE = "CONNECTLINK_HEADER_TIMEOUT"
@@ -46,9 +47,11 @@ def header_timeout_from_env(environ: Mapping[str, str] = os.environ) -> float:
 
 
 def timeout_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The 408, in the Connect envelope, with uvicorn's default headers (``date``) first."""
+    """The 408, in the Connect envelope, with uvicorn's default headers (``date``) first and
+    the security headers every response carries (``headers.py``)."""
     lines = [STATUS_LINE[RequestTimeout.status]]
     lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    lines += [name + b": " + value + b"\r\n" for name, value in EVERY_RESPONSE]
     lines += [
         b"content-type: application/json\r\n",
         b"content-length: " + str(len(TIMEOUT_BODY)).encode("ascii") + b"\r\n",

@@ -98,6 +98,7 @@ async def respond(
     try:
         return await handler(request)
     except ConnectLinkError as error:
+        request.scope["error"] = error  # for the metrics (observe/asgi.py)
         return render(error)
     except ClientDisconnect:
         log.info("client left during %s %s", request.method, text.for_log(request.url.path))
@@ -105,4 +106,5 @@ async def respond(
     except Exception:
         log.exception("unexpected failure on %s %s", request.method,
                       text.for_log(request.url.path))
-        return render(InternalError())
+        request.scope["error"] = failure = InternalError()
+        return render(failure)

@@ -12,11 +12,13 @@ from connectlink.models import (
     AuthorizationCode,
     ConnectUser,
     InstacartAccount,
+    Lease,
     LinkOutcome,
     LoginThrottle,
     OAuthClient,
     Retailer,
     RevokeOutcome,
+    SweepCounts,
     UserFields,
 )
 from connectlink.storage.migrations import Migratable
@@ -24,6 +26,11 @@ from connectlink.storage.migrations import Migratable
 
 class Store(Migratable, Protocol):
     async def close(self) -> None: ...
+
+    def connections_in_use(self) -> int | None:
+        """Database connections in use right now (the metrics' pool gauge); None for an
+        engine without a pool (SQLite: one connection, never held across an await)."""
+        ...
 
     # retailers and their OAuth clients ----
     async def create_retailer(
@@ -171,6 +178,25 @@ class Store(Migratable, Protocol):
     async def server_secret(self, name: str, candidate: str, now: float) -> str:
         """The secret stored under ``name``; ``candidate`` becomes it if there is none yet (the
         first of several racing workers wins, and all of them get the same value)."""
+        ...
+
+    # retention ----------------------------------------------------------------------------
+    async def sweep(self, now: float, older_than: float, batch: int) -> SweepCounts:
+        """One round of retention: delete up to ``batch`` tokens and up to ``batch``
+        authorization codes whose expiry is more than ``older_than`` seconds before ``now``, and
+        up to ``batch`` Connect users whose purge time has come (their links went with the
+        privacy request; the audit trail stays). Each is a short transaction of its own."""
+        ...
+
+    async def take_lease(self, name: str, holder: str, now: float, until: float) -> Lease:
+        """Take the lease ``name`` for ``holder`` until ``until``, or extend it, if it is free
+        (never taken, let go, or expired by ``now``) or ``holder``'s already: atomically, so
+        that of racing takers one wins. The lease as it stands after the call: ``holder``'s
+        if taken, else whoever holds it."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Let the lease go, if ``holder`` still holds it."""
         ...
 
     # operator views ----

@@ -53,7 +53,16 @@ class Engine(Protocol):
         """Keep concurrent upgrades (several workers) from applying a migration twice."""
         ...
 
+    async def settle(self) -> None:
+        """Between the batches of a long run of writes (a retention sweep): let the database
+        absorb what was written, off the event loop's thread (SQLite: a WAL checkpoint)."""
+        ...
+
     async def close(self) -> None: ...
+
+    def connections_in_use(self) -> int | None:
+        """Connections of its pool handed out right now; None without a pool."""
+        ...
 
 
 class SQLBase:
@@ -65,6 +74,9 @@ class SQLBase:
 
     async def close(self) -> None:
         await self.db.close()
+
+    def connections_in_use(self) -> int | None:
+        return self.db.connections_in_use()
 
     async def _one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
         async with self.db.connection() as db:

@@ -27,9 +27,11 @@ from connectlink.models import (
     AuthorizationCode,
     ConnectUser,
     InstacartAccount,
+    Lease,
     LinkOutcome,
     LoginThrottle,
     RevokeOutcome,
+    SweepCounts,
     UserFields,
 )
 from connectlink.storage import records
@@ -391,6 +393,58 @@ class SQLStore(RetailerSQL):
             row = await db.fetchrow("SELECT value FROM server_secrets WHERE name = ?", name)
         assert row is not None
         return str(row[0])
+
+    # retention ----------------------------------------------------------------------------
+    # What is due, table by table: (table, key, condition on the time given). Each gets one
+    # batch a round, by key: the subquery walks the expiry (or purge) index for at most
+    # ``batch`` keys, so no statement touches more rows than that, nor holds its locks (on
+    # SQLite, the database's one write lock) for longer. Users cascade to their links (gone
+    # already since the privacy request); the audit trail names users by id, and stays.
+    _DUE = (
+        ("tokens", "digest", "expires_at < ?"),
+        ("authorization_codes", "digest", "expires_at < ?"),
+        ("connect_users", "pk", "purge_after <= ?"),
+    )
+
+    @staticmethod
+    def _delete_batch(table: str, key: str, due: str) -> str:
+        return f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {due} LIMIT ?)"
+
+    async def sweep(self, now: float, older_than: float, batch: int) -> SweepCounts:
+        removed = []
+        for (table, key, due), before in zip(
+            self._DUE, (now - older_than, now - older_than, now), strict=True
+        ):
+            async with self.db.transaction() as db:
+                removed.append(await db.execute(self._delete_batch(table, key, due), before, batch))
+        if any(removed):
+            await self.db.settle()
+        return SweepCounts(*removed)
+
+    _LEASE_COLUMNS = "name, holder, expires_at"
+
+    async def take_lease(self, name: str, holder: str, now: float, until: float) -> Lease:
+        async with self.db.transaction() as db:
+            # The conflict path takes the row's lock whether or not its WHERE holds: of racing
+            # takers, the first commits and the others see its lease.
+            row = await db.fetchrow(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "expires_at = excluded.expires_at "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at <= ? "
+                f"RETURNING {self._LEASE_COLUMNS}",
+                name, holder, until, now,
+            )
+            if row is None:
+                row = await db.fetchrow(
+                    f"SELECT {self._LEASE_COLUMNS} FROM leases WHERE name = ?", name
+                )
+        assert row is not None
+        return Lease(row[0], row[1], row[2])
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        async with self.db.connection() as db:
+            await db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", name, holder)
 
     async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:
         async with self.db.connection() as db:

@@ -7,7 +7,11 @@ lock up front, which serialises writers across processes (``serve --workers N``)
 
 Checkpoints (copying the WAL back into the database, with an fsync) run in a background thread
 every half second rather than inside whichever request's commit crosses the threshold, so they
-stay off the request path; the automatic checkpoint remains as a backstop at 40 MB of WAL.
+stay off the request path; the automatic checkpoint remains as a backstop at 40 MB of WAL. A
+long run of writes (a retention sweep's batches, some 2 MB of WAL each) never leaves the WAL
+fully copied back, so the WAL never restarts and grows to the backstop, whose checkpoint (60-70
+ms with its fsyncs) lands in a commit on the event loop's thread: ``settle`` checkpoints at
+once, on a thread, between such writes.
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives a crash of the process (the commit is in
 the WAL before the response is written); a power cut may lose the last commits. Set
@@ -16,6 +20,7 @@ the WAL before the response is written); a power cut may lose the last commits. 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -92,6 +97,16 @@ class Checkpointer(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(5)
+
+
+def _checkpoint(path: str) -> None:
+    """One passive checkpoint, on a connection of its own (for a thread of the caller's)."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        with contextlib.suppress(sqlite3.Error):  # busy: the checkpointer is at it already
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        db.close()
 
 
 def _unavailable(exc: BaseException | None, path: str) -> None:
@@ -241,6 +256,14 @@ class SQLiteEngine:
 
     async def lock_migrations(self, db: Any) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's one write lock."""
+
+    async def settle(self) -> None:
+        """Copy the WAL back now, on a thread, while the event loop serves requests."""
+        if self._checkpointer is not None:
+            await asyncio.to_thread(_checkpoint, self._checkpointer.path)
+
+    def connections_in_use(self) -> int | None:
+        return None  # one connection, and no transaction outlives a step of the event loop
 
     async def close(self) -> None:
         if self._checkpointer is not None:

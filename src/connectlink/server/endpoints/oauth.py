@@ -20,6 +20,7 @@ from connectlink.server.render import json_response
 async def token(request: Request, token_request: TokenRequest) -> Response:
     ctx = context(request)
     issued = await grants.issue_token(ctx.db, ctx.clock, ctx.lifetimes, token_request)
+    request.scope["grant"] = token_request.get("grant_type")  # for the metrics: one that worked
     return json_response(issued.body(), headers=NO_STORE)
 
 
