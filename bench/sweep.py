@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +45,10 @@ from connectlink.models import ACCOUNT_LINKING, FULFILLMENT, AccessToken, UserFi
 from connectlink.storage import Store, using_store
 from connectlink.storage.sql import SQLStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import postgres_schema
+
 DAY = 86_400.0
-POSTGRES = os.environ.get("CONNECTLINK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SERVER_CPU, LOAD_CPU = "1", "0"
 USERS = 20
 CHUNK = 50_000
@@ -91,22 +92,8 @@ def database(engine: str) -> Iterator[str]:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    import asyncpg
-
-    schema = f"bench_sweep_{uuid.uuid4().hex[:12]}"
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{POSTGRES}?search_path={schema}"
-    finally:
-        asyncio.run(run(f"DROP SCHEMA {schema} CASCADE"))
+    with postgres_schema() as url:  # bench/run.py's: a schema of its own, dropped after
+        yield url
 
 
 async def _linked_users(store: Store) -> Shop:
