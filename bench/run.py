@@ -124,9 +124,15 @@ def uvicorn_baseline(port: int, workers: int) -> list[str]:
             "warning", "--workers", str(workers)]
 
 
-def connectlink(port: int, database_url: str, workers: int) -> list[str]:
+# How ConnectLink is started: as a user starts it (the access log and the metrics on; the log
+# goes through its queue to stderr, here /dev/null, as JSON since that is not a terminal), and
+# lean (both off), to show what they cost.
+CONFIGURATIONS = {"default": [], "lean": ["--no-access-log", "--no-metrics"]}
+
+
+def connectlink(port: int, database_url: str, workers: int, configuration: str) -> list[str]:
     return [str(BIN / "connectlink"), "serve", "--port", str(port), "--database", database_url,
-            "--workers", str(workers), "--no-access-log", "--no-demo"]
+            "--workers", str(workers), "--no-demo", *CONFIGURATIONS[configuration]]
 
 
 def split_pairs(pairs: Path, args: argparse.Namespace, rate: float) -> tuple[Path, Path]:
@@ -139,9 +145,10 @@ def split_pairs(pairs: Path, args: argparse.Namespace, rate: float) -> tuple[Pat
     return warm, measured
 
 
-def bench_connectlink(name: str, database_url: str, workers: int, args: argparse.Namespace,
-                      work: Path, results: list[Result], baseline: str,
+def bench_connectlink(engine: str, configuration: str, database_url: str, workers: int,
+                      args: argparse.Namespace, work: Path, results: list[Result], baseline: str,
                       rate: float, reads: bool) -> None:
+    name = f"{engine}, {configuration}"
     pairs = work / f"pairs-{uuid.uuid4().hex[:6]}.txt"
     print(f"seeding {name} ...", flush=True)
     needed = int(rate * (args.warmup + args.seconds) * 1.3) + 1000
@@ -151,7 +158,7 @@ def bench_connectlink(name: str, database_url: str, workers: int, args: argparse
         asyncio.run(seed.filler(database_url, args.scale))
     auth = f"Bearer {seeded.bearer}"
     port = free_port()
-    with server(connectlink(port, database_url, workers), port) as url:
+    with server(connectlink(port, database_url, workers, configuration), port) as url:
         results.append(measure(f"POST link ({name})", url, "link.lua",
                                {"BENCH_PAIRS": str(measured), "BENCH_AUTH": auth}, args,
                                baseline, warmup_env={"BENCH_PAIRS": str(warm)}))
@@ -235,7 +242,15 @@ def table(results: list[Result], args: argparse.Namespace) -> str:
                      f"{ratio:.3f} | {peer} |")
     noise = abs(start.rps - end.rps) / single
     lines += ["", f"Baseline drift between start and end: {noise:.1%}. Ratios for one worker "
-                  "use the mean of the two; 2-worker rows use the 2-worker baseline."]
+                  "use the mean of the two; 2-worker rows use the 2-worker baseline. "
+                  "default: as `connectlink serve` starts (access log and metrics on); lean: "
+                  "`--no-access-log --no-metrics`."]
+    costs = [f"{r.name.replace(', default', '')} {1 - r.rps / lean.rps:+.1%}"
+             for r in results if ", default)" in r.name
+             and (lean := by_name.get(r.name.replace(", default)", ", lean)"))) is not None]
+    if costs:
+        lines += ["", "What the access log and the metrics cost (default against lean "
+                      "throughput): " + "; ".join(costs) + "."]
     return "\n".join(lines)
 
 
@@ -259,15 +274,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results.append(bench_baseline("baseline (start)", 1, args))
-        bench_connectlink("SQLite", f"sqlite:///{work / 'bench.db'}", 1, args, work, results,
-                          "baseline", rate=3500, reads=True)
+        for configuration in CONFIGURATIONS:
+            bench_connectlink("SQLite", configuration, f"sqlite:///{work / configuration}.db",
+                              1, args, work, results, "baseline", rate=3500, reads=True)
         if not args.skip_prism:
             results.append(bench_prism(args))
         if not args.skip_postgres:
             results.append(bench_baseline("baseline, 2 workers", 2, args))
-            with postgres_schema() as url:
-                bench_connectlink("PostgreSQL, 2 workers", url, 2, args, work, results,
-                                  "baseline, 2 workers", rate=1500, reads=False)
+            for configuration in CONFIGURATIONS:
+                with postgres_schema() as url:
+                    bench_connectlink("PostgreSQL, 2 workers", configuration, url, 2, args,
+                                      work, results, "baseline, 2 workers", rate=1500,
+                                      reads=False)
         results.append(bench_baseline("baseline (end)", 1, args))
 
     report = table(results, args)

@@ -90,8 +90,10 @@ def test_rejected_requests_change_nothing(emulator: Emulator, shop: Retailer) ->
     Connect user and a real sandbox account in the path so the requests get past the lookup to
     the body checks: each is a 4xx, and no table gains, loses or changes a row.
 
-    Nothing is excluded: the only table a rejected request may legitimately touch is
-    ``login_throttles``, and only the Login pages (not hit here) write it. The bearer token, the
+    Nothing of the state is excluded: the only table a rejected request may legitimately touch
+    is ``login_throttles``, and only the Login pages (not hit here) write it. The emulator's
+    request journal is no state of the API: it records each of these requests, and is
+    compared apart (docs/emulator.md). The bearer token, the
     user and the account are made before the first snapshot, since making them writes rows.
 
     ``privacy_request`` has no fields (connect-api.md 7.3), so any JSON body sent for a real
@@ -112,6 +114,8 @@ def test_rejected_requests_change_nothing(emulator: Emulator, shop: Retailer) ->
         f"/v2/fulfillment_sandbox/instacart_users/{account}/authorize",
     ]
     before = _snapshot(emulator.database_url)
+    [(journaled_before,)] = query_sql(emulator.database_url,
+                                      "SELECT coalesce(max(id), 0) FROM emulator_journal")
     assert before["tokens"] and before["connect_users"] and before["instacart_accounts"]
 
     accepted: list[tuple[str, bytes, str, int]] = []
@@ -123,6 +127,11 @@ def test_rejected_requests_change_nothing(emulator: Emulator, shop: Retailer) ->
     assert accepted == []
 
     after = _snapshot(emulator.database_url)
+    after.pop("emulator_journal"), before.pop("emulator_journal")
+    statuses = {status for (status,) in query_sql(emulator.database_url,
+                                                  "SELECT status FROM emulator_journal "
+                                                  f"WHERE id > {journaled_before}")}
+    assert statuses and all(400 <= status < 500 for status in statuses)
     assert {table: len(rows) for table, rows in after.items()} == {
         table: len(rows) for table, rows in before.items()}
     assert after == before  # not even an update: no code used up, no token revoked

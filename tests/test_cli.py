@@ -172,7 +172,7 @@ def test_serve_help_describes_every_option(capsys: pytest.CaptureFixture[str]) -
     assert {o.option_strings[0] for o in options} == {
         "--database", "--host", "--port", "--profile", "--workers", "--migrate",
         "--no-access-log", "--no-demo", "--redis", "--forwarded-allow-ips", "--shutdown-timeout",
-        "--log-format"}
+        "--log-format", "--no-metrics"}
     # argparse wraps to the terminal, at spaces and after hyphens: compare without whitespace
     shown = "".join(CLI(capsys).ok("serve", "--help").split())
     for option in options:

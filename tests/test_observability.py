@@ -23,8 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import contract
 from conftest import make_emulator
+from connectlink.server.app import create_app
 from connectlink.server.observe import logs
 from connectlink.server.observe.asgi import request_id
+from connectlink.settings import Settings
 from support import Emulator, Retailer, ServeProcess, engine_of, execute_sql
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
@@ -209,6 +211,17 @@ def test_the_access_log_can_be_turned_off(database_url: str, captured: Captured)
     assert not [r for r in captured.records if r.name == "connectlink.access"]
 
 
+def test_the_metrics_can_be_turned_off(database_url: str) -> None:
+    for bare in make_emulator(database_url, metrics=False):
+        shop = bare.retailer()
+        _link(shop, "u1")
+        assert bare.http.get("/metrics").status_code == 404
+        paths = bare.http.get("/openapi.json").json()["paths"]
+        assert "/metrics" not in paths and "/healthz" in paths
+    # and nothing is counted: the layer around every request holds no metrics to count with
+    assert create_app(Settings(database_url=database_url, metrics=False)).observed.metrics is None
+
+
 def test_the_queue_writes_on_its_own_thread_and_drops_what_does_not_fit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -375,6 +388,8 @@ def test_metrics_add_up_across_two_workers(database_url: str, tmp_path: Path) ->
     access = [line for line in lines if line["logger"] == "connectlink.access"
               and line["operation"] == "healthz"]
     assert len(access) == sent
+    assert access[0]["level"] == "INFO" and access[0]["status"] == 200
+    assert {"time", "message", "client", "method", "path", "latency_ms"} <= access[0].keys()
     assert len({line["pid"] for line in access}) == 2
     assert all(NEW_ID.fullmatch(line["request_id"]) for line in access)
     # uvicorn's lines too, to each worker's last: the queue is written out before a worker ends
@@ -396,6 +411,24 @@ def test_two_workers_without_a_directory_given_get_one_from_serve(database_url: 
         output = server.stop()
     assert "connectlink.access" not in output
     assert not glob.glob("counter_*.db")
+
+
+def test_an_access_line_reads_the_same_through_the_queue_and_as_a_record() -> None:
+    entry = logs.Access(1764627060.25, "rid-1", "10.0.0.9", "GET", "/v2/x\n%0A" + "y" * 300,
+                        400, 1.234, "get_user", 7)
+    message, fields = entry.line()
+    assert message.startswith('10.0.0.9 "GET /v2/x\\x0a%0A') and message.endswith(
+        '" 400 1.2ms get_user retailer 7')
+    assert "\n" not in message and len(fields["path"]) < 300
+    record = logging.makeLogRecord({"name": "connectlink.access", "levelno": logging.INFO,
+                                    "levelname": "INFO", "msg": message, "fields": fields,
+                                    "created": entry.created, "msecs": 250.0,
+                                    "request_id": "rid-1", "process": os.getpid()})
+    json_formatter = logs.JsonFormatter()
+    assert json.loads(json_formatter.access(entry)) == json.loads(json_formatter.format(record))
+    text_formatter = logs.TextFormatter()
+    assert text_formatter.access(entry) == text_formatter.format(record)
+    assert text_formatter.access(entry).endswith(f"INFO connectlink.access [rid-1] {message}")
 
 
 def test_serve_writes_text_when_told(database_url: str) -> None:

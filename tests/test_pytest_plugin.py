@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from connectlink.client import ConnectClient, UserNotFound
-from connectlink.testing import EmulatedRetailer
+from connectlink.client import ConnectClient, ServiceUnavailable, UserNotFound
+from connectlink.testing import EmulatedRetailer, RetailerClock, RetailerFaults
 
 EXAMPLE = Path(__file__).parent / "retailer_example" / "checkout_tests.py"
 
@@ -33,7 +33,7 @@ def run_retailer_suite(directory: Path, *options: str) -> subprocess.CompletedPr
 def test_a_retailer_suite_passes_on_its_own_database(tmp_path: Path) -> None:
     done = run_retailer_suite(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "5 passed" in done.stdout, done.stdout
+    assert "7 passed" in done.stdout, done.stdout
 
 
 def test_a_retailer_suite_passes_on_a_given_database(tmp_path: Path, database_url: str) -> None:
@@ -41,7 +41,7 @@ def test_a_retailer_suite_passes_on_a_given_database(tmp_path: Path, database_ur
     suite.mkdir()
     done = run_retailer_suite(suite, f"--connectlink-database={database_url}")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "5 passed" in done.stdout, done.stdout
+    assert "7 passed" in done.stdout, done.stdout
 
 
 def test_a_failing_retailer_test_fails(tmp_path: Path) -> None:
@@ -68,6 +68,51 @@ def test_the_fixture_in_this_suite(connectlink_emulator: EmulatedRetailer) -> No
     assert connect.users.get_link("u1").instacartplus_member
     with pytest.raises(UserNotFound):
         connect.users.get("someone else")
+
+
+def test_the_fixture_s_clock_is_its_retailer_s(connectlink_emulator: EmulatedRetailer) -> None:
+    """``clock`` moves this retailer's virtual clock through the admin plane (in process, with
+    the emulator's own admin token), in ``ManualClock``'s terms: seconds since the epoch."""
+    clock, plane = connectlink_emulator.clock, connectlink_emulator.client.emulator.clock
+    assert isinstance(clock, RetailerClock)
+    other = connectlink_emulator.emulator.retailer()
+    start = clock.now()
+    assert start == connectlink_emulator.emulator.clock.now()  # the server's, until moved
+    assert clock.advance(3600) == start + 3600
+    assert clock.now() == start + 3600
+    assert plane.get(connectlink_emulator.retailer_id).offset_seconds == 3600.0
+    assert plane.get(other.retailer_id).offset_seconds == 0.0  # another retailer's: unmoved
+    assert clock.set("2030-01-01T00:00:00Z") == 1_893_456_000.0
+    assert clock.freeze() == 1_893_456_000.0 and clock.state().frozen
+    connectlink_emulator.emulator.clock.advance(60)  # the server's time runs; a frozen one not
+    assert clock.now() == 1_893_456_000.0
+    assert clock.unfreeze() == 1_893_456_000.0 and not clock.state().frozen
+    assert clock.reset() == connectlink_emulator.emulator.clock.now()
+    other.client.close()
+
+
+def test_the_fixture_s_faults_are_its_retailer_s(connectlink_emulator: EmulatedRetailer) -> None:
+    faults, connect = connectlink_emulator.faults, connectlink_emulator.client
+    assert isinstance(faults, RetailerFaults)
+    other = connectlink_emulator.emulator.retailer()
+    connect.users.create("u1", "jane")
+    theirs = connect.emulator.faults.add("GET /v2/fulfillment/users/{user_id}", 500,
+                                         retailer_id=other.retailer_id)
+    mine = faults.add("GET /v2/fulfillment/users/{user_id}", 503, retry_after=0)
+    assert [rule.id for rule in faults.list()] == [mine]  # only this retailer's
+    with pytest.raises(ServiceUnavailable):  # the SDK's retries ran out
+        connect.users.get("u1")
+    assert [e.fault for e in connectlink_emulator.journal(operation="get_user")] == ["503"] * 4
+    assert faults.clear() == 1
+    assert [rule.id for rule in connect.emulator.faults.list()] == [theirs]  # kept
+    assert connect.users.get("u1").user_id == "u1"
+    once = faults.add("GET /v2/fulfillment/users/{user_id}", "drop", times=1)
+    assert connect.users.get("u1").user_id == "u1"  # a lost answer, and the SDK's retry
+    [spent] = faults.list()
+    assert (spent.id, spent.fired) == (once, 1)
+    faults.delete(once)
+    assert faults.list() == []
+    other.client.close()
 
 
 def test_each_test_gets_a_fresh_emulator(tmp_path: Path) -> None:

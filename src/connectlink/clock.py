@@ -1,11 +1,14 @@
 """The one source of time. Everything that expires asks a ``Clock``, so tests move time instead
-of sleeping."""
+of sleeping; and each retailer has one (``Clocks``): the emulator's virtual clocks
+(docs/emulator.md) move one retailer's time without touching another's."""
 
 from __future__ import annotations
 
 import threading
 import time
 from typing import Protocol
+
+from connectlink.emulator.records import ClockSetting
 
 
 class Clock(Protocol):
@@ -35,3 +38,34 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             return self._now
+
+
+class OffsetClock:
+    """A retailer's virtual clock: ``setting`` applied to ``base``."""
+
+    def __init__(self, base: Clock, setting: ClockSetting) -> None:
+        self.base = base
+        self.setting = setting
+
+    def now(self) -> float:
+        return self.setting.now(self.base.now())
+
+
+class Clocks(Protocol):
+    """Each retailer's clock, and the server's own (``base``: sessions, sign-in throttles,
+    retention, what no retailer owns)."""
+
+    base: Clock
+
+    async def of(self, retailer_id: int) -> Clock: ...
+
+
+class WallClocks:
+    """Every retailer on the server's clock (the production profile: no virtual clocks, and
+    not a query more)."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+
+    async def of(self, retailer_id: int) -> Clock:
+        return self.base

@@ -205,6 +205,60 @@ class MultipleErrors(ConnectError):
         return {**super().error(), "errors": [e.body() for e in self.errors]}
 
 
+# The emulator's admin plane (docs/emulator.md; decisions.md "The admin plane").
+
+
+class AdminForbidden(ConnectError):
+    status = 403
+    message = "The admin plane is for the loopback interface or the admin token"
+    code = 4001
+
+
+class AdminJsonOnly(ConnectError):
+    status = 403
+    message = "Writes to the admin plane take application/json"
+    code = 4001
+
+
+class RetailerNotFound(ConnectError):
+    status = 404
+    message = "Retailer Not Found"
+    key = "retailer_id"
+
+
+class FaultNotFound(ConnectError):
+    status = 404
+    message = "Fault Not Found"
+    key = "id"
+
+
+class SecretNotFound(ConnectError):
+    status = 404
+    message = "Token Not Found"
+    key = "fingerprint"
+
+
+class InstacartUserNotFound(ConnectError):
+    status = 404
+    message = "Instacart User Not Found"
+    key = "instacart_user_id"
+
+
+class SnapshotMismatch(ConnectError):
+    """A snapshot this server cannot restore; the message says which it is and which fits."""
+
+    status = 409
+    message = "This snapshot does not fit this server"
+    code = 4001
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__()
+        self.detail = detail
+
+    def error(self) -> dict[str, Any]:
+        return {"message": self.detail or self.message, "code": self.code}
+
+
 def combine(errors: list[ConnectError]) -> ConnectError | None:
     """One error as itself, several as the 9999 wrapper, none as None."""
     if not errors:
@@ -515,9 +569,13 @@ CONNECT_ERRORS: dict[tuple[int | None, str], type[ConnectError]] = {
         UserNotFound, UserNotActive, UserNotLinked, LinkingTokenInvalid, AlreadyLinked, Blank,
         Invalid, EmailTaken, InvalidSandboxUserId, MalformedJSON, NotFound, MethodNotAllowed,
         RequestTooLarge, RequestTimeout, RateLimited, ServiceUnavailable, InternalError,
-        MultipleErrors,
+        MultipleErrors, AdminForbidden, AdminJsonOnly, RetailerNotFound, FaultNotFound,
+        SecretNotFound, InstacartUserNotFound, SnapshotMismatch,
     )
 }
+# The emulator's admin plane's own (tests/test_emulator_controls.py has a case of each).
+ADMIN_ERRORS = (AdminForbidden, AdminJsonOnly, RetailerNotFound, FaultNotFound, SecretNotFound,
+                InstacartUserNotFound, SnapshotMismatch)
 
 # By status, slug and description: ExpiredToken and RevokedToken share InvalidToken's slug.
 OAUTH_ERRORS: dict[tuple[int, str, str], type[OAuthError | BearerError]] = {
@@ -578,6 +636,8 @@ def _connect_error(status: int, body: Mapping[str, Any], headers: Mapping[str, s
         return cls(_retry_after(headers))
     if cls is MethodNotAllowed:
         return MethodNotAllowed(_header(headers, "Allow"))
+    if cls is SnapshotMismatch:  # its message is its own: it names both versions
+        return SnapshotMismatch(str(error.get("message") or "") or None)
     return cls(str(key)) if key is not None and key != cls.key else cls()
 
 

@@ -9,10 +9,22 @@ retailer registered on it, as the retailer's tests see it::
         connect.users.link("customer-1", connectlink_emulator.linking_token())
         assert connect.users.get_link("customer-1").instacartplus_member
 
-It has ``client``, ``client_id``, ``client_secret``, ``redirect_uri``, ``clock`` (the
-emulator's ``ManualClock``: ``clock.advance(seconds)`` moves time), ``async_client()``,
-``sandbox_shopper(plus=True)`` (a new Instacart account's id) and
-``linking_token(instacart_user_id=None)`` (sandbox consent and code exchange in one call).
+It has ``client``, ``retailer_id``, ``client_id``, ``client_secret``, ``redirect_uri``,
+``async_client()``, ``sandbox_shopper(plus=True)`` (a new Instacart account's id),
+``linking_token(instacart_user_id=None)`` (sandbox consent and code exchange in one call), and
+the emulator's controls (docs/emulator.md) for this retailer alone, through its admin plane:
+
+- ``clock``: the retailer's virtual clock, what its tokens, codes and Instacart+ memberships
+  expire by: ``clock.advance(seconds)`` moves it (and answers the new time), ``clock.now()``
+  reads it (seconds since the epoch, as before), and ``set(when)``, ``freeze()``,
+  ``unfreeze()``, ``reset()``;
+- ``faults``: ``faults.add("GET /v2/fulfillment/users/{user_id}/link", 503, times=1)`` makes
+  that request fail as Instacart can (``429``, ``500``, ``latency``, ``drop``,
+  ``linking_token_invalid``...; the options of ``client.emulator.faults.add``); ``list()``
+  and ``clear()`` see this retailer's rules only;
+- ``journal(**filters)``: the retailer's requests, newest first, to check what was sent.
+
+``client.emulator`` is the whole admin plane (every retailer's clocks, faults, snapshots...).
 
 Each test gets a new SQLite file in a temporary directory, or a new retailer on the database
 given with ``--connectlink-database URL`` (PostgreSQL or SQLite). Every pytest run that has

@@ -33,6 +33,12 @@ def digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
 
 
+def fingerprint(value: str) -> str:
+    """How the emulator's journal and lifecycle name a secret: the first 16 hex digits of its
+    SHA-256 (of its stored digest), which identify it without revealing it."""
+    return digest(value)[:8].hex()
+
+
 def matches(value: str, stored_digest: bytes) -> bool:
     """Constant-time check of a presented secret against its stored digest."""
     return hmac.compare_digest(digest(value), stored_digest)

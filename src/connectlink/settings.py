@@ -21,7 +21,7 @@ def _flag(value: str) -> bool:
 # The numeric settings read from CONNECTLINK_<NAME>; each must be more than 0.
 _NUMBERS: dict[str, type[int] | type[float]] = {
     "pool_size": int, "privacy_retention": int, "header_timeout": float, "body_timeout": float,
-    "shutdown_timeout": int,
+    "shutdown_timeout": int, "journal_size": int,
 }
 
 
@@ -64,6 +64,8 @@ class Settings:
     profile: str = "emulator"  # "emulator" or "production"
     sandbox: bool = True
     access_log: bool = True
+    # Prometheus counters and histograms, and ``GET /metrics``; off: neither (a 404).
+    metrics: bool = True
     # How `serve` writes log lines: "text" or "json"; None: text on a terminal, else JSON.
     log_format: str | None = None
     max_body_bytes: int = 1024 * 1024
@@ -95,6 +97,15 @@ class Settings:
     forwarded_allow_ips: str = LOOPBACK
     # Seconds the requests in flight at SIGTERM or SIGINT have to finish before they are cut.
     shutdown_timeout: int = 10
+    # The emulator's admin plane (docs/emulator.md): a bearer token that opens it to callers
+    # off the loopback interface, and how many journal entries each retailer keeps.
+    admin_token: str | None = field(default=None, repr=False)
+    journal_size: int = 1000
+
+    @property
+    def emulated(self) -> bool:
+        """The emulator profile: virtual clocks, faults, the journal and the admin plane."""
+        return self.profile == "emulator"
 
     def __post_init__(self) -> None:
         if self.profile == "production" and not self.secret_key:
@@ -147,12 +158,14 @@ class Settings:
             values["database_url"] = env["CONNECTLINK_DATABASE_URL"]
         if "CONNECTLINK_SANDBOX" in env:
             values["sandbox"] = _flag(env["CONNECTLINK_SANDBOX"])
-        if "CONNECTLINK_ACCESS_LOG" in env:
-            values["access_log"] = _flag(env["CONNECTLINK_ACCESS_LOG"])
+        for name in ("access_log", "metrics"):
+            if f"CONNECTLINK_{name.upper()}" in env:
+                values[name] = _flag(env[f"CONNECTLINK_{name.upper()}"])
         if env.get("CONNECTLINK_LOG_FORMAT"):
             values["log_format"] = env["CONNECTLINK_LOG_FORMAT"].strip().lower()
-        if env.get("CONNECTLINK_SECRET_KEY"):
-            values["secret_key"] = env["CONNECTLINK_SECRET_KEY"]
+        for name in ("secret_key", "admin_token"):
+            if env.get(f"CONNECTLINK_{name.upper()}"):
+                values[name] = env[f"CONNECTLINK_{name.upper()}"]
         for name in ("redis_url", "redis_prefix"):
             if env.get(f"CONNECTLINK_{name.upper()}"):
                 values[name] = env[f"CONNECTLINK_{name.upper()}"]
@@ -178,12 +191,15 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings in a worker process."""
         secret = {"CONNECTLINK_SECRET_KEY": self.secret_key} if self.secret_key else {}
+        if self.admin_token:
+            secret["CONNECTLINK_ADMIN_TOKEN"] = self.admin_token
         redis = {"CONNECTLINK_REDIS_URL": self.redis_url} if self.redis_url else {}
         return secret | redis | {
             "CONNECTLINK_DATABASE_URL": self.database_url,
             "CONNECTLINK_PROFILE": self.profile,
             "CONNECTLINK_SANDBOX": "1" if self.sandbox else "0",
             "CONNECTLINK_ACCESS_LOG": "1" if self.access_log else "0",
+            "CONNECTLINK_METRICS": "1" if self.metrics else "0",
             "CONNECTLINK_PRIVACY_RETENTION": str(self.privacy_retention),
             "CONNECTLINK_SWEEP_INTERVAL": repr(self.sweep_interval),
             "CONNECTLINK_POOL_SIZE": str(self.pool_size),
@@ -194,4 +210,5 @@ class Settings:
             "CONNECTLINK_REDIS_PREFIX": self.redis_prefix,
             "CONNECTLINK_FORWARDED_ALLOW_IPS": self.forwarded_allow_ips,
             "CONNECTLINK_SHUTDOWN_TIMEOUT": str(self.shutdown_timeout),
+            "CONNECTLINK_JOURNAL_SIZE": str(self.journal_size),
         }

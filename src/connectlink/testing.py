@@ -12,6 +12,10 @@ loop, and an ``AsyncConnectClient`` on any other loop through one that awaits th
 use ``httpx.ASGITransport`` directly (a blocking client would wait on its own thread's loop,
 so it is refused there).
 
+The emulator's admin plane (docs/emulator.md) admits a loopback peer only when it names a
+loopback host, and requests here name ``connectlink.test``: so each in-process emulator has an
+admin token of its own (``admin_token``), which the clients it makes present.
+
 This module imports the server; ``connectlink.client`` does not.
 """
 
@@ -21,17 +25,22 @@ import asyncio
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+from starlette.types import Receive, Scope, Send
 
-from connectlink.client import AsyncConnectClient, ConnectClient, pkce_pair
+from connectlink.client import AsyncConnectClient, ConnectClient, FaultNotFound, pkce_pair
+from connectlink.client.emulator import When
 from connectlink.clock import ManualClock
+from connectlink.emulator import wire as ew
 from connectlink.linking import retailers
 from connectlink.server.app import ConnectLink, create_app
+from connectlink.server.protocol import DROP
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
 
@@ -59,8 +68,10 @@ class RetailerCredentials:
 
 
 class InProcessEmulator:
-    """The ConnectLink app in this process. ``clock`` is a ``ManualClock`` (now, standing
-    still until advanced); ``settings`` override the emulator profile's (``Settings``)."""
+    """The ConnectLink app in this process. ``clock`` is a ``ManualClock`` (the current whole
+    second, standing still until advanced): the server's own clock, which every retailer's
+    virtual clock runs on; ``settings`` override the emulator profile's (``Settings``);
+    ``admin_token`` is the admin plane's (a new random one unless ``admin_token=`` is given)."""
 
     def __init__(self, database_url: str | None = None, *, clock: ManualClock | None = None,
                  **settings: Any) -> None:
@@ -69,11 +80,14 @@ class InProcessEmulator:
             self._scratch = tempfile.TemporaryDirectory(prefix="connectlink-")
             database_url = f"sqlite:///{self._scratch.name}/connectlink.db"
         self.database_url = database_url
-        self.clock = clock or ManualClock()
+        # On a whole second: the admin plane's offsets are to the millisecond, so a retailer's
+        # clock read back as this one plus its offset (``RetailerClock``) is exact.
+        self.clock = clock or ManualClock(float(int(time.time())))
         self.settings = Settings.for_profile(
             str(settings.pop("profile", "emulator")),
             **{"database_url": self.database_url, "access_log": False, "pool_size": 4,
-               **settings})
+               "admin_token": secrets.token_urlsafe(32), **settings})
+        self.admin_token: str | None = self.settings.admin_token
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None  # the loop thread, if it is our own
         self._loop_thread: threading.Thread | None = None  # whichever thread runs the loop
@@ -146,7 +160,7 @@ class InProcessEmulator:
     async def _open(self) -> None:
         self._store = await open_store(self.database_url, "upgrade", self.settings.pool_size)
         self._app = create_app(self.settings, self._store, self.clock)
-        self._asgi = httpx.ASGITransport(self._app, client=CLIENT_ADDRESS)
+        self._asgi = _ASGITransport(self._app)
         self._lifespan = _Lifespan(self._app)
         try:
             await self._lifespan.startup()
@@ -206,7 +220,7 @@ class InProcessEmulator:
         """For ``httpx.AsyncClient``: ASGITransport itself when the app runs on the caller's
         loop, else a hand-over to the app's loop thread."""
         if self._thread is None:
-            return httpx.ASGITransport(self.app, client=CLIENT_ADDRESS)
+            return _ASGITransport(self.app)
         return _Transport(self)
 
     async def _relay(self, request: httpx.Request, body: bytes
@@ -239,17 +253,19 @@ class InProcessEmulator:
         return self.run(self.acreate_retailer(name, redirect_uris, require_pkce))
 
     def client(self, credentials: RetailerCredentials, **options: Any) -> ConnectClient:
-        """A ``ConnectClient`` for the retailer, over no socket; ``options`` as the client's.
-        (Its ``httpx.Client`` holds no connection: the transport has none to hold.)"""
+        """A ``ConnectClient`` for the retailer, over no socket; ``options`` as the client's,
+        ``admin_token`` this emulator's unless given. (Its ``httpx.Client`` holds no
+        connection: the transport has none to hold.)"""
         http = httpx.Client(transport=self.transport())
         return ConnectClient(credentials.client_id, credentials.client_secret, URL,
-                             http_client=http, **options)
+                             http_client=http, **{"admin_token": self.admin_token, **options})
 
     def async_client(self, credentials: RetailerCredentials, **options: Any
                      ) -> AsyncConnectClient:
         http = httpx.AsyncClient(transport=self.async_transport())
         return AsyncConnectClient(credentials.client_id, credentials.client_secret, URL,
-                                  http_client=http, **options)
+                                  http_client=http,
+                                  **{"admin_token": self.admin_token, **options})
 
     def retailer(self, name: str = "Test retailer",
                  redirect_uris: tuple[str, ...] = (REDIRECT_URI,)) -> EmulatedRetailer:
@@ -257,21 +273,106 @@ class InProcessEmulator:
         return EmulatedRetailer(self, self.create_retailer(name, redirect_uris))
 
 
+class RetailerClock:
+    """One retailer's virtual clock, moved through the admin plane (docs/emulator.md): what its
+    access tokens, codes, linking tokens, Instacart+ memberships (as it sees them) and privacy
+    retention expire by; other retailers' clocks stay where they are. Times are seconds since
+    the epoch, as ``ManualClock``'s (to the millisecond), so ``advance(seconds)`` and ``now()``
+    read as they did when this was the emulator's ``ManualClock``; that one, the server's own
+    clock under every retailer's, is ``emulator.clock``. ``state()`` is the admin plane's
+    answer itself."""
+
+    def __init__(self, emulator: InProcessEmulator, client: ConnectClient,
+                 retailer_id: int) -> None:
+        self.retailer_id = retailer_id
+        self._base = emulator.clock
+        self._clock = client.emulator.clock
+
+    def state(self) -> ew.Clock:
+        return self._clock.get(self.retailer_id)
+
+    def now(self) -> float:
+        return self._seconds(self.state())
+
+    def advance(self, seconds: float) -> float:
+        """Move it ``seconds`` on (back, if negative); the new time."""
+        return self._seconds(self._clock.advance(self.retailer_id, seconds))
+
+    def set(self, when: When) -> float:
+        """Make it read ``when`` (a datetime, naive as UTC, or an ISO 8601 string)."""
+        return self._seconds(self._clock.set(self.retailer_id, when))
+
+    def freeze(self) -> float:
+        return self._seconds(self._clock.freeze(self.retailer_id))
+
+    def unfreeze(self) -> float:
+        return self._seconds(self._clock.unfreeze(self.retailer_id))
+
+    def reset(self) -> float:
+        """Back on the emulator's own clock."""
+        return self._seconds(self._clock.reset(self.retailer_id))
+
+    def _seconds(self, state: ew.Clock) -> float:
+        # The server's clock is ours (a ManualClock): its time plus the offset is the virtual
+        # time, finer than the whole seconds of ``state.now``.
+        return self._base.now() + state.offset_seconds
+
+
+class RetailerFaults:
+    """Fault rules for one retailer's requests (docs/emulator.md, "Faults"), through the admin
+    plane: ``add(endpoint, fault, **options)`` with the options of ``client.emulator.faults``
+    (``times``, ``every``, ``retry_after``...); ``list()`` and ``clear()`` see only this
+    retailer's rules, so other retailers on a shared database keep theirs."""
+
+    def __init__(self, client: ConnectClient, retailer_id: int) -> None:
+        self.retailer_id = retailer_id
+        self._faults = client.emulator.faults
+
+    def add(self, endpoint: str, fault: ew.Fault | int, **options: Any) -> int:
+        """A rule for ``endpoint`` (``"GET /v2/fulfillment/users/{user_id}/link"``...); its id."""
+        return self._faults.add(endpoint, fault, retailer_id=self.retailer_id, **options)
+
+    def list(self) -> list[ew.FaultRule]:
+        return [rule for rule in self._faults.list() if rule.retailer_id == self.retailer_id]
+
+    def delete(self, fault_id: int) -> None:
+        self._faults.delete(fault_id)
+
+    def clear(self) -> int:
+        """Delete this retailer's rules; how many there were."""
+        deleted = 0
+        for rule in self.list():
+            try:
+                self._faults.delete(rule.id)
+            except FaultNotFound:  # gone meanwhile: deleted all the same
+                continue
+            deleted += 1
+        return deleted
+
+
 class EmulatedRetailer:
-    """A retailer on an emulator as its tests see it: credentials, a ``ConnectClient``, the
-    emulator's clock, and one-call helpers for the sandbox steps (connect-api.md 8.3)."""
+    """A retailer on an emulator as its tests see it: credentials, a ``ConnectClient``, its
+    virtual ``clock`` and ``faults`` (``RetailerClock``, ``RetailerFaults``), its request
+    ``journal``, and one-call helpers for the sandbox steps (connect-api.md 8.3)."""
 
     def __init__(self, emulator: InProcessEmulator, credentials: RetailerCredentials) -> None:
         self.emulator = emulator
         self.credentials = credentials
         self.client = emulator.client(credentials)
+        self.retailer_id = credentials.retailer_id
         self.client_id = credentials.client_id
         self.client_secret = credentials.client_secret
         self.redirect_uri = credentials.redirect_uri
-        self.clock = emulator.clock
+        self.clock = RetailerClock(emulator, self.client, self.retailer_id)
+        self.faults = RetailerFaults(self.client, self.retailer_id)
 
     def async_client(self, **options: Any) -> AsyncConnectClient:
         return self.emulator.async_client(self.credentials, **options)
+
+    def journal(self, **filters: Any) -> list[ew.JournalEntry]:
+        """This retailer's requests, newest first; ``filters`` as ``client.emulator.journal``'s
+        (``path``, ``operation``, ``status``, ``since``, ``until``, ``limit``)."""
+        return self.client.emulator.journal(self.retailer_id, **filters)
 
     def sandbox_shopper(self, plus: bool = True, email: str | None = None) -> int:
         """A new Instacart account (an Instacart+ member unless ``plus`` is False); its id."""
@@ -323,6 +424,35 @@ class _Lifespan:
             raise RuntimeError(f"{name} failed: {message.get('message', '')}")
 
 
+class _Dropped(Exception):
+    """The app closed the request's connection (the emulator's ``drop`` fault)."""
+
+
+class _ASGITransport(httpx.ASGITransport):
+    """httpx's ASGI transport, with the scope extension the emulator's ``drop`` fault closes
+    a connection by (``protocol.DROP``, which ``connectlink serve``'s protocol provides): a
+    dropped request fails here as it does over a socket, with ``httpx.ReadError``, which the
+    SDK knows as a lost answer."""
+
+    def __init__(self, app: ConnectLink) -> None:
+        async def droppable(scope: Scope, receive: Receive, send: Send) -> None:
+            dropped: list[bool] = []
+            if scope["type"] == "http":
+                scope.setdefault("extensions", {})[DROP] = lambda: dropped.append(True)
+            await app(scope, receive, send)
+            if dropped:
+                raise _Dropped()
+
+        super().__init__(droppable, client=CLIENT_ADDRESS)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except _Dropped:
+            raise httpx.ReadError("the connection was closed (the emulator's drop fault)",
+                                  request=request) from None
+
+
 class _Transport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """Hands each request to the app's loop: blocking, or awaited from another loop."""
 
@@ -340,5 +470,5 @@ class _Transport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return httpx.Response(status, headers=headers, content=content, request=request)
 
 
-__all__ = ["REDIRECT_URI", "URL", "EmulatedRetailer", "InProcessEmulator",
-           "RetailerCredentials"]
+__all__ = ["REDIRECT_URI", "URL", "EmulatedRetailer", "InProcessEmulator", "RetailerClock",
+           "RetailerCredentials", "RetailerFaults"]

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import pytest
 
-from connectlink.client import ConnectClient, LinkingTokenInvalid, UserNotActive, UserNotLinked
+from connectlink.client import (
+    ConnectClient,
+    ConnectionFailed,
+    LinkingTokenInvalid,
+    ServiceUnavailable,
+    UserNotActive,
+    UserNotLinked,
+)
 from connectlink.testing import EmulatedRetailer as Emulator
 
 DELIVERY_FEE = 5.99
+MEMBERSHIP = "GET /v2/fulfillment/users/{user_id}/link"  # as the API docs name the endpoint
 
 
 def delivery_fee(connect: ConnectClient, customer_id: str) -> float:
-    """The retailer's checkout rule: Instacart+ members linked to their account pay nothing."""
+    """The retailer's checkout rule: Instacart+ members linked to their account pay nothing;
+    when Instacart cannot say (down, after the SDK's retries), checkout charges the fee."""
     try:
         member = connect.users.get_link(customer_id).instacartplus_member
-    except (UserNotLinked, UserNotActive):
+    except (UserNotLinked, UserNotActive, ServiceUnavailable, ConnectionFailed):
         member = False
     return 0.0 if member else DELIVERY_FEE
 
@@ -62,3 +71,22 @@ def test_a_linking_token_links_once(connectlink_emulator: Emulator) -> None:
     connect.users.link("customer-5", token)
     with pytest.raises(LinkingTokenInvalid):
         connect.users.link("customer-5", token)
+
+
+def test_checkout_rides_out_a_brief_instacart_outage(connectlink_emulator: Emulator) -> None:
+    connect = connectlink_emulator.client
+    connect.users.create("customer-6", "ana")
+    connect.users.link("customer-6", connectlink_emulator.linking_token())
+    connectlink_emulator.faults.add(MEMBERSHIP, 503, times=1, retry_after=0)
+    assert delivery_fee(connect, "customer-6") == 0.0  # the SDK tried again
+    assert [e.status for e in connectlink_emulator.journal(operation="get_link")] == [200, 503]
+
+
+def test_checkout_charges_the_fee_while_instacart_is_down(connectlink_emulator: Emulator) -> None:
+    connect = connectlink_emulator.client
+    connect.users.create("customer-7", "max")
+    connect.users.link("customer-7", connectlink_emulator.linking_token())
+    connectlink_emulator.faults.add(MEMBERSHIP, 503, retry_after=0)
+    assert delivery_fee(connect, "customer-7") == DELIVERY_FEE
+    assert connectlink_emulator.faults.clear() == 1
+    assert delivery_fee(connect, "customer-7") == 0.0

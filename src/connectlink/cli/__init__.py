@@ -1,5 +1,6 @@
 """``connectlink``: a thin shell over the same services the HTTP handlers call (the commands
-live in ``serve``, ``db``, ``retailers``, ``users`` and ``demo``; what they share, in ``shell``).
+live in ``serve``, ``db``, ``retailers``, ``users`` and ``demo``, and ``emulator``, which talks
+to a running server's control plane; what they share, in ``shell``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from connectlink import __version__
-from connectlink.cli import db, demo, retailers, serve, shell, users
+from connectlink.cli import db, demo, emulator, retailers, serve, shell, users
 from connectlink.errors import ConnectError, MultipleErrors, ServiceUnavailable, UserNotFound
 from connectlink.linking.retailers import NotFound, Refused
 from connectlink.storage import DatabaseUnreachable, migrations
@@ -35,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"connectlink {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (serve, db, retailers, users, demo):
+    for module in (serve, db, retailers, users, demo, emulator):
         module.register(commands)
     return top
 

@@ -40,6 +40,8 @@ def register(commands: Any) -> None:
                             "database always gets the schema)")
     serve.add_argument("--no-access-log", action="store_true",
                        help="do not log requests (the log never holds query strings or bodies)")
+    serve.add_argument("--no-metrics", action="store_true",
+                       help="count nothing for Prometheus and serve no /metrics")
     serve.add_argument("--log-format", choices=["text", "json"],
                        help="log lines as text for people, or one JSON object a line (default: "
                             "$CONNECTLINK_LOG_FORMAT, else text when stderr is a terminal and "
@@ -137,7 +139,8 @@ def serve_api(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(
         database_url=args.database, profile=args.profile,
-        access_log=False if args.no_access_log else None, redis_url=args.redis,
+        access_log=False if args.no_access_log else None,
+        metrics=False if args.no_metrics else None, redis_url=args.redis,
         forwarded_allow_ips=args.forwarded_allow_ips, shutdown_timeout=args.shutdown_timeout,
     )
     _check_address(args.host, args.port)
@@ -153,6 +156,11 @@ def serve_api(args: argparse.Namespace) -> int:
           f"{'on' if settings.sandbox else 'off'}, database {masked_url(settings.database_url)}, "
           f"serving {_base_url(args.host, args.port)} ({workers})", flush=True)
     _announce_limits(settings, args.workers)
+    if settings.emulated:
+        print(f"Emulator controls (clocks, faults, journal, snapshots): "
+              f"{_base_url(args.host, args.port)}/_connectlink/, from this machine"
+              + (" or with CONNECTLINK_ADMIN_TOKEN" if settings.admin_token else ""),
+              flush=True)
     log_format = args.log_format or settings.log_format or logs.default_format()
     # Before anything that serves imports prometheus_client: its mode is fixed at that import.
     metrics_dir.prepare_directory(args.workers)

@@ -17,6 +17,15 @@ Resources are named like the docs: ``users`` (create, get, link, get_link, priva
 ``authorize_url`` builds the "Login with Instacart" URL, with ``pkce_pair`` for its PKCE pair.
 Bodies decode into the Structs of ``connectlink.wire``, the very types the server encodes.
 
+``emulator`` is ConnectLink's own control plane (docs/emulator.md; the emulator profile only):
+``emulator.clock`` (get, advance, set, freeze, unfreeze, reset: a retailer's virtual clock),
+``emulator.faults`` (add, list, delete, clear), ``emulator.journal(retailer_id, ...)``,
+``emulator.tokens.get`` (a token's lifecycle), ``emulator.memberships`` (get, start, extend,
+lapse), ``emulator.snapshot()``, ``restore(snapshot)`` and ``reset()``, decoded into the Structs
+of ``connectlink.emulator.wire``. These calls present ``admin_token=`` (by default
+``$CONNECTLINK_ADMIN_TOKEN``) if given, else nothing: the server then admits only a loopback
+caller that names a loopback host.
+
 The client takes its own ``client_credentials`` token on first use and keeps it until shortly
 before it expires; a token the server refuses (401 ``invalid_token``) is replaced once and the
 call sent again. Connection failures, 429 and 503 are retried with backoff (``RetryPolicy``;

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from connectlink import wire
-from connectlink.client import calls
+from connectlink.client import calls, emulator
 from connectlink.client.base import DEFAULT_TIMEOUT, ClientBase
 from connectlink.client.calls import ChallengeMethod
 from connectlink.client.core import Bearer, Call, Config, HttpRequest, Send, Sleep, Step, perform
+from connectlink.client.emulator import When
 from connectlink.client.tokens import Instant
+from connectlink.emulator import wire as ew
 
 T = TypeVar("T")
+FaultRules = list[ew.FaultRule]  # (a method named ``list`` would shadow the builtin)
 
 
 class AsyncRunner(Protocol):
@@ -100,18 +104,153 @@ class AsyncSandbox:
         return granted.code
 
 
+class AsyncEmulatorClock:
+    """A retailer's virtual clock (docs/emulator.md); each call answers its state."""
+
+    def __init__(self, run: AsyncRunner) -> None:
+        self._run = run
+
+    async def get(self, retailer_id: int) -> ew.Clock:
+        return await self._run(emulator.read_clock(retailer_id))
+
+    async def advance(self, retailer_id: int, seconds: float) -> ew.Clock:
+        """Move it ``seconds`` on (back, if negative); a frozen clock stays frozen."""
+        return await self._run(emulator.advance_clock(retailer_id, seconds))
+
+    async def set(self, retailer_id: int, when: When) -> ew.Clock:
+        """Make it read ``when`` (a datetime, naive ones as UTC, or an ISO 8601 string)."""
+        return await self._run(emulator.set_clock(retailer_id, when))
+
+    async def freeze(self, retailer_id: int) -> ew.Clock:
+        """Stop it at the current virtual time."""
+        return await self._run(emulator.freeze_clock(retailer_id))
+
+    async def unfreeze(self, retailer_id: int) -> ew.Clock:
+        """Run on from where it stood."""
+        return await self._run(emulator.freeze_clock(retailer_id, False))
+
+    async def reset(self, retailer_id: int) -> ew.Clock:
+        """The wall clock again, running."""
+        return await self._run(emulator.reset_clock(retailer_id))
+
+
+class AsyncEmulatorFaults:
+    """Rules that make chosen requests fail as the real service can (docs/emulator.md)."""
+
+    def __init__(self, run: AsyncRunner) -> None:
+        self._run = run
+
+    async def add(self, endpoint: str, fault: ew.Fault | int, *, retailer_id: int | None = None,
+                  client_id: str | None = None, times: int | None = None,
+                  every: int | None = None, probability: float | None = None,
+                  seed: int | None = None, retry_after: int | None = None,
+                  latency_ms: int | None = None) -> int:
+        """A rule for ``endpoint`` and the requests of ``retailer_id`` or ``client_id``; its
+        id. Options not given take the server's defaults."""
+        created = await self._run(emulator.add_fault(
+            endpoint, fault, retailer_id=retailer_id, client_id=client_id, times=times,
+            every=every, probability=probability, seed=seed, retry_after=retry_after,
+            latency_ms=latency_ms))
+        return created.id
+
+    async def list(self) -> FaultRules:
+        """Every rule, oldest first, with how many requests it ``matched`` and ``fired`` on."""
+        return (await self._run(emulator.list_faults())).faults
+
+    async def delete(self, fault_id: int) -> None:
+        """Delete one rule (``FaultNotFound`` if there is none)."""
+        await self._run(emulator.delete_fault(fault_id))
+
+    async def clear(self) -> int:
+        """Delete every rule; how many there were."""
+        return (await self._run(emulator.clear_faults())).deleted
+
+
+class AsyncEmulatorTokens:
+    """What happened to a token, linking token or authorization code."""
+
+    def __init__(self, run: AsyncRunner) -> None:
+        self._run = run
+
+    async def get(self, secret: str | wire.Token) -> ew.TokenLifecycle:
+        """Its lifecycle, by its fingerprint or by the secret itself (fingerprinted here)."""
+        return await self._run(emulator.token_lifecycle(secret))
+
+
+class AsyncEmulatorMemberships:
+    """Sandbox accounts' Instacart+ memberships, by a retailer's clock or the server's."""
+
+    def __init__(self, run: AsyncRunner) -> None:
+        self._run = run
+
+    async def get(self, instacart_user_id: int, retailer_id: int | None = None
+                  ) -> ew.Membership:
+        return await self._run(emulator.read_membership(instacart_user_id, retailer_id))
+
+    async def start(self, instacart_user_id: int, days: float, retailer_id: int | None = None
+                    ) -> ew.Membership:
+        """A member for ``days`` from now."""
+        return await self._run(emulator.start_membership(instacart_user_id, days, retailer_id))
+
+    async def extend(self, instacart_user_id: int, days: float, retailer_id: int | None = None
+                     ) -> ew.Membership:
+        """``days`` more, from the current expiry (or from now, if it has lapsed)."""
+        return await self._run(emulator.extend_membership(instacart_user_id, days,
+                                                          retailer_id))
+
+    async def lapse(self, instacart_user_id: int, retailer_id: int | None = None
+                    ) -> ew.Membership:
+        """Not a member from now on."""
+        return await self._run(emulator.lapse_membership(instacart_user_id, retailer_id))
+
+
+class AsyncEmulator:
+    """ConnectLink's control plane, ``/_connectlink/`` (docs/emulator.md), as ``Emulator``:
+    ``clock``, ``faults``, ``tokens``, ``memberships``, the journal and snapshots."""
+
+    def __init__(self, run: AsyncRunner) -> None:
+        self._run = run
+        self.clock = AsyncEmulatorClock(run)
+        self.faults = AsyncEmulatorFaults(run)
+        self.tokens = AsyncEmulatorTokens(run)
+        self.memberships = AsyncEmulatorMemberships(run)
+
+    async def journal(self, retailer_id: int, path: str | None = None,
+                      operation: str | None = None, status: int | None = None,
+                      since: When | None = None, until: When | None = None,
+                      limit: int | None = None) -> list[ew.JournalEntry]:
+        """The retailer's requests, newest first; ``path`` as requested (not the template)."""
+        journal = await self._run(emulator.read_journal(retailer_id, path, operation, status,
+                                                        since, until, limit))
+        return journal.entries
+
+    async def snapshot(self) -> ew.Snapshot:
+        """The whole state (secrets only as the server stores them)."""
+        return await self._run(emulator.snapshot())
+
+    async def restore(self, snapshot: ew.Snapshot | Mapping[str, Any]) -> None:
+        """Replace the whole state with a snapshot (``SnapshotMismatch`` if it does not fit)."""
+        await self._run(emulator.restore(snapshot))
+
+    async def reset(self) -> None:
+        """Empty every table, retailers included."""
+        await self._run(emulator.reset())
+
+
 class AsyncConnectClient(ClientBase[httpx.AsyncClient]):
     """The Connect account-linking API for asyncio; safe to share between tasks of a loop."""
 
     users: AsyncUsers
     oauth: AsyncOAuth
     sandbox: AsyncSandbox
+    emulator: AsyncEmulator
 
     def _bind(self) -> None:
         self._lock = asyncio.Lock()
         self.users = AsyncUsers(self._call)
         self.oauth = AsyncOAuth(self._call, self.config)
         self.sandbox = AsyncSandbox(self._call)
+        self.emulator = AsyncEmulator(self._call)
 
     def _new_http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)

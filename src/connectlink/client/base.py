@@ -3,6 +3,7 @@ configuration, their token cache and the Login URL, which needs no I/O."""
 
 from __future__ import annotations
 
+import os
 from typing import Generic, TypeVar
 
 import httpx
@@ -14,6 +15,7 @@ from connectlink.client.retry import DEFAULT_RETRY, RetryPolicy
 from connectlink.client.tokens import TokenCache
 
 DEFAULT_TIMEOUT = 30.0  # seconds, for a client the SDK makes itself
+ADMIN_TOKEN_VARIABLE = "CONNECTLINK_ADMIN_TOKEN"  # the admin token's default, as serve's
 Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
 
 
@@ -25,7 +27,9 @@ class ClientBase(Generic[Http]):
     ``timeout`` (seconds) applies to each request, by default 30 s, or the given client's own;
     ``retry`` says how often and how long to retry (``RetryPolicy(max_retries=0)``: never);
     ``banner`` is sent as ``X-Retailer-Id`` (multi-banner retailers, connect-api.md section
-    0); ``scope`` is asked of the client-credentials token.
+    0); ``scope`` is asked of the client-credentials token; ``admin_token`` is presented to
+    the emulator's admin plane (``emulator``, docs/emulator.md) and on no other call, by
+    default ``$CONNECTLINK_ADMIN_TOKEN`` (none: only a loopback caller is admitted).
     """
 
     def __init__(
@@ -39,9 +43,12 @@ class ClientBase(Generic[Http]):
         retry: RetryPolicy | None = None,
         banner: str | None = None,
         scope: str | None = "connect:fulfillment",
+        admin_token: str | None = None,
     ) -> None:
+        if admin_token is None:
+            admin_token = os.environ.get(ADMIN_TOKEN_VARIABLE) or None
         self.config = Config(client_id, client_secret, base_url.rstrip("/"),
-                             retry or DEFAULT_RETRY, banner, scope)
+                             retry or DEFAULT_RETRY, banner, scope, admin_token)
         self._owns_http = http_client is None
         self._http: Http = http_client if http_client is not None else self._new_http()
         self._timeout = self._http.timeout if timeout is None else httpx.Timeout(timeout)

@@ -46,21 +46,27 @@ class Config:
     retry: RetryPolicy = DEFAULT_RETRY
     banner: str | None = None  # X-Retailer-Id, for multi-banner retailers (section 0)
     scope: str | None = "connect:fulfillment"  # asked of the client-credentials token
+    # The emulator's admin plane (docs/emulator.md): sent only on its calls; None: nothing
+    # is sent, and only a loopback caller naming a loopback host is admitted.
+    admin_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
     """One API operation, named as in the server's operation table: its request, the Struct of
     its 200 body, whether it presents the access token, and whether it may be sent again after
-    a request whose answer was lost (``replay_safe``: repeating it cannot change the outcome)."""
+    a request whose answer was lost (``replay_safe``: repeating it cannot change the outcome).
+    ``admin``: a call of the emulator's admin plane, which presents the admin token, if the
+    client has one, instead of the access token (``client.emulator``)."""
 
     operation: str
     method: str
     path: str
     into: type[T]
-    body: msgspec.Struct | None = None
+    body: msgspec.Struct | dict[str, Any] | None = None
     bearer: bool = True
     replay_safe: bool = True
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +105,9 @@ def request_for(config: Config, call: Call[Any], token: str | None) -> HttpReque
         content = msgspec.json.encode(call.body)
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    if config.banner is not None:
+    elif call.admin and config.admin_token:
+        headers["Authorization"] = f"Bearer {config.admin_token}"
+    if config.banner is not None and not call.admin:
         headers["X-Retailer-Id"] = config.banner
     return HttpRequest(call.method, config.base_url + call.path, headers, content)
 

@@ -15,6 +15,9 @@ the server cannot drift apart: the class attributes *are* the wire contract. The
     |   |-- MultipleErrors            400, code 9999; ``errors`` holds the others
     |   |-- EmailTaken, InvalidSandboxUserId, MalformedJSON, NotFound, MethodNotAllowed,
     |   |   RequestTooLarge, RequestTimeout, InternalError
+    |   |-- the emulator's admin plane (docs/emulator.md): AdminForbidden, AdminJsonOnly (403),
+    |   |   RetailerNotFound, FaultNotFound, SecretNotFound, InstacartUserNotFound (404),
+    |   |   SnapshotMismatch (409; its ``detail`` is the server's message)
     |   `-- RetryLater: RateLimited (429), ServiceUnavailable (503); ``retry_after`` seconds
     |-- OAuthError                    the token endpoints (RFC 6749 section 5.2)
     |   `-- InvalidClient, InvalidGrant, InvalidRequest, InvalidScope, UnsupportedGrantType,
@@ -41,6 +44,8 @@ import httpx
 
 from connectlink import errors, jsonio
 from connectlink.errors import (
+    AdminForbidden,
+    AdminJsonOnly,
     AlreadyLinked,
     BearerError,
     Blank,
@@ -48,6 +53,8 @@ from connectlink.errors import (
     ConnectLinkError,
     EmailTaken,
     ExpiredToken,
+    FaultNotFound,
+    InstacartUserNotFound,
     InsufficientScope,
     InternalError,
     Invalid,
@@ -67,9 +74,12 @@ from connectlink.errors import (
     RateLimited,
     RequestTimeout,
     RequestTooLarge,
+    RetailerNotFound,
     RetryLater,
     RevokedToken,
+    SecretNotFound,
     ServiceUnavailable,
+    SnapshotMismatch,
     UnauthorizedGrant,
     UnauthorizedRevoke,
     UnsupportedGrantType,
@@ -138,13 +148,14 @@ def error_from(response: httpx.Response) -> ConnectLinkError:
 
 
 __all__ = [
-    "AlreadyLinked", "BearerError", "Blank", "ConnectError", "ConnectLinkError",
-    "ConnectionFailed", "EmailTaken", "ExpiredToken", "IdentityAlreadyLinked",
-    "InsufficientScope", "InternalError", "Invalid", "InvalidClient", "InvalidGrant",
-    "InvalidRequest", "InvalidSandboxUserId", "InvalidScope", "InvalidToken",
-    "LinkingTokenInvalid", "MalformedJSON", "MethodNotAllowed", "MultipleErrors", "NotFound",
-    "OAuthError", "QueryParamsForbidden", "RateLimited", "RequestTimeout", "RequestTooLarge",
-    "ResponseLost", "RetryLater", "RevokedToken", "ServiceUnavailable", "UnauthorizedGrant",
-    "UnauthorizedRevoke", "UnexpectedResponse", "UnsupportedGrantType", "UserNotActive",
-    "UserNotFound", "UserNotLinked", "error_from",
+    "AdminForbidden", "AdminJsonOnly", "AlreadyLinked", "BearerError", "Blank", "ConnectError",
+    "ConnectLinkError", "ConnectionFailed", "EmailTaken", "ExpiredToken", "FaultNotFound",
+    "IdentityAlreadyLinked", "InstacartUserNotFound", "InsufficientScope", "InternalError",
+    "Invalid", "InvalidClient", "InvalidGrant", "InvalidRequest", "InvalidSandboxUserId",
+    "InvalidScope", "InvalidToken", "LinkingTokenInvalid", "MalformedJSON", "MethodNotAllowed",
+    "MultipleErrors", "NotFound", "OAuthError", "QueryParamsForbidden", "RateLimited",
+    "RequestTimeout", "RequestTooLarge", "ResponseLost", "RetailerNotFound", "RetryLater",
+    "RevokedToken", "SecretNotFound", "ServiceUnavailable", "SnapshotMismatch",
+    "UnauthorizedGrant", "UnauthorizedRevoke", "UnexpectedResponse", "UnsupportedGrantType",
+    "UserNotActive", "UserNotFound", "UserNotLinked", "error_from",
 ]

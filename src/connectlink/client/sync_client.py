@@ -2,7 +2,8 @@
 
 It only performs the steps of ``core.perform``: sends, sleeps, and the access token under a
 ``threading.Lock``, so that any number of threads starting at once make one token request. The
-resource methods are one line each over ``calls``; they are repeated in ``async_client`` only
+resource methods are one line each over ``calls`` (``emulator``'s, for the emulator's admin
+plane); they are repeated in ``async_client`` only
 because Python's types cannot say "T, or an awaitable of T" of one method (httpx's
 ``Client``/``AsyncClient`` pair is written the same way).
 """
@@ -11,19 +12,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from connectlink import wire
-from connectlink.client import calls
+from connectlink.client import calls, emulator
 from connectlink.client.base import DEFAULT_TIMEOUT, ClientBase
 from connectlink.client.calls import ChallengeMethod
 from connectlink.client.core import Bearer, Call, Config, HttpRequest, Send, Sleep, Step, perform
+from connectlink.client.emulator import When
 from connectlink.client.tokens import Instant
+from connectlink.emulator import wire as ew
 
 T = TypeVar("T")
+FaultRules = list[ew.FaultRule]  # (a method named ``list`` would shadow the builtin)
 
 
 class Runner(Protocol):
@@ -97,18 +102,150 @@ class Sandbox:
             instacart_user_id, redirect_uri, scope, code_challenge, code_challenge_method)).code
 
 
+class EmulatorClock:
+    """A retailer's virtual clock (docs/emulator.md): what its tokens, codes, memberships and
+    retention expire by. Each call answers the clock's state (``now``, ``offset_seconds``,
+    ``frozen``)."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    def get(self, retailer_id: int) -> ew.Clock:
+        return self._run(emulator.read_clock(retailer_id))
+
+    def advance(self, retailer_id: int, seconds: float) -> ew.Clock:
+        """Move it ``seconds`` on (back, if negative); a frozen clock stays frozen."""
+        return self._run(emulator.advance_clock(retailer_id, seconds))
+
+    def set(self, retailer_id: int, when: When) -> ew.Clock:
+        """Make it read ``when`` (a datetime, naive ones as UTC, or an ISO 8601 string)."""
+        return self._run(emulator.set_clock(retailer_id, when))
+
+    def freeze(self, retailer_id: int) -> ew.Clock:
+        """Stop it at the current virtual time."""
+        return self._run(emulator.freeze_clock(retailer_id))
+
+    def unfreeze(self, retailer_id: int) -> ew.Clock:
+        """Run on from where it stood."""
+        return self._run(emulator.freeze_clock(retailer_id, False))
+
+    def reset(self, retailer_id: int) -> ew.Clock:
+        """The wall clock again, running."""
+        return self._run(emulator.reset_clock(retailer_id))
+
+
+class EmulatorFaults:
+    """Rules that make chosen requests fail as the real service can (docs/emulator.md)."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    def add(self, endpoint: str, fault: ew.Fault | int, *, retailer_id: int | None = None,
+            client_id: str | None = None, times: int | None = None, every: int | None = None,
+            probability: float | None = None, seed: int | None = None,
+            retry_after: int | None = None, latency_ms: int | None = None) -> int:
+        """A rule for ``endpoint`` (``"POST /v2/oauth/token"``...) and the requests of
+        ``retailer_id`` or ``client_id``; its id. Options not given take the server's
+        defaults."""
+        return self._run(emulator.add_fault(
+            endpoint, fault, retailer_id=retailer_id, client_id=client_id, times=times,
+            every=every, probability=probability, seed=seed, retry_after=retry_after,
+            latency_ms=latency_ms)).id
+
+    def list(self) -> FaultRules:
+        """Every rule, oldest first, with how many requests it ``matched`` and ``fired`` on."""
+        return self._run(emulator.list_faults()).faults
+
+    def delete(self, fault_id: int) -> None:
+        """Delete one rule (``FaultNotFound`` if there is none)."""
+        self._run(emulator.delete_fault(fault_id))
+
+    def clear(self) -> int:
+        """Delete every rule; how many there were."""
+        return self._run(emulator.clear_faults()).deleted
+
+
+class EmulatorTokens:
+    """What happened to a token, linking token or authorization code."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    def get(self, secret: str | wire.Token) -> ew.TokenLifecycle:
+        """Its lifecycle, by its fingerprint or by the secret itself (fingerprinted here)."""
+        return self._run(emulator.token_lifecycle(secret))
+
+
+class EmulatorMemberships:
+    """Sandbox accounts' Instacart+ memberships, by a retailer's clock or the server's."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    def get(self, instacart_user_id: int, retailer_id: int | None = None) -> ew.Membership:
+        return self._run(emulator.read_membership(instacart_user_id, retailer_id))
+
+    def start(self, instacart_user_id: int, days: float, retailer_id: int | None = None
+              ) -> ew.Membership:
+        """A member for ``days`` from now."""
+        return self._run(emulator.start_membership(instacart_user_id, days, retailer_id))
+
+    def extend(self, instacart_user_id: int, days: float, retailer_id: int | None = None
+               ) -> ew.Membership:
+        """``days`` more, from the current expiry (or from now, if it has lapsed)."""
+        return self._run(emulator.extend_membership(instacart_user_id, days, retailer_id))
+
+    def lapse(self, instacart_user_id: int, retailer_id: int | None = None) -> ew.Membership:
+        """Not a member from now on."""
+        return self._run(emulator.lapse_membership(instacart_user_id, retailer_id))
+
+
+class Emulator:
+    """ConnectLink's control plane, ``/_connectlink/`` (docs/emulator.md; the emulator
+    profile only): ``clock``, ``faults``, ``tokens``, ``memberships``, the request journal and
+    snapshots. It presents the client's ``admin_token`` if it has one, never its access token."""
+
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+        self.clock = EmulatorClock(run)
+        self.faults = EmulatorFaults(run)
+        self.tokens = EmulatorTokens(run)
+        self.memberships = EmulatorMemberships(run)
+
+    def journal(self, retailer_id: int, path: str | None = None, operation: str | None = None,
+                status: int | None = None, since: When | None = None, until: When | None = None,
+                limit: int | None = None) -> list[ew.JournalEntry]:
+        """The retailer's requests, newest first; ``path`` as requested (not the template)."""
+        return self._run(emulator.read_journal(retailer_id, path, operation, status, since,
+                                               until, limit)).entries
+
+    def snapshot(self) -> ew.Snapshot:
+        """The whole state (secrets only as the server stores them)."""
+        return self._run(emulator.snapshot())
+
+    def restore(self, snapshot: ew.Snapshot | Mapping[str, Any]) -> None:
+        """Replace the whole state with a snapshot (``SnapshotMismatch`` if it does not fit)."""
+        self._run(emulator.restore(snapshot))
+
+    def reset(self) -> None:
+        """Empty every table, retailers included."""
+        self._run(emulator.reset())
+
+
 class ConnectClient(ClientBase[httpx.Client]):
     """The Connect account-linking API, blocking; safe to share between threads."""
 
     users: Users
     oauth: OAuth
     sandbox: Sandbox
+    emulator: Emulator
 
     def _bind(self) -> None:
         self._lock = threading.Lock()
         self.users = Users(self._call)
         self.oauth = OAuth(self._call, self.config)
         self.sandbox = Sandbox(self._call)
+        self.emulator = Emulator(self._call)
 
     def _new_http(self) -> httpx.Client:
         return httpx.Client(timeout=DEFAULT_TIMEOUT)

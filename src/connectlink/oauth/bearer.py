@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectlink import security
+from connectlink.clock import Clock, Clocks
 from connectlink.errors import ExpiredToken, InsufficientScope, InvalidToken, RevokedToken
 from connectlink.models import AccessToken
 from connectlink.oauth import headers
@@ -10,9 +11,10 @@ from connectlink.storage.base import Store
 
 
 async def authenticate(
-    store: Store, now: float, authorization: str | None, scope: str | None
-) -> AccessToken:
-    """The client-credentials token behind the header, holding ``scope`` when one is given.
+    store: Store, clocks: Clocks, authorization: str | None, scope: str | None
+) -> tuple[AccessToken, Clock]:
+    """The client-credentials token behind the header, holding ``scope`` when one is given,
+    and its retailer's clock (by which it expires, and the request is served).
 
     Linking tokens are never bearers: they only travel in a link request's body.
     """
@@ -24,8 +26,9 @@ async def authenticate(
         raise InvalidToken()
     if token.revoked_at is not None:
         raise RevokedToken()
-    if token.expires_at <= now:
+    clock = await clocks.of(token.retailer_id)
+    if token.expires_at <= clock.now():
         raise ExpiredToken()
     if token.is_linking_token or (scope is not None and scope not in token.scopes):
         raise InsufficientScope()
-    return token
+    return token, clock

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connectlink import security, text, wire
-from connectlink.clock import Clock
+from connectlink.clock import Clocks
 from connectlink.errors import (
     InvalidClient,
     InvalidGrant,
@@ -75,9 +75,10 @@ async def authenticate_client(store: Store, request: TokenRequest) -> OAuthClien
 
 
 async def issue_token(
-    store: Store, clock: Clock, lifetimes: TokenLifetimes, request: TokenRequest
+    store: Store, clocks: Clocks, lifetimes: TokenLifetimes, request: TokenRequest
 ) -> IssuedToken:
-    """``POST /v2/oauth/token``: the grant named by ``grant_type``."""
+    """``POST /v2/oauth/token``: the grant named by ``grant_type``, by the time of the
+    client's retailer."""
     grant_type = request.get("grant_type")
     if grant_type is None:
         raise InvalidRequest()
@@ -87,9 +88,10 @@ async def issue_token(
     allowed = client.scopes_for(grant_type)
     if allowed is None:
         raise UnauthorizedGrant()
+    now = (await clocks.of(client.retailer_id)).now()
     if grant_type == CLIENT_CREDENTIALS:
-        return await _client_credentials(store, clock.now(), lifetimes, client, allowed, request)
-    return await _authorization_code(store, clock.now(), lifetimes, client, request)
+        return await _client_credentials(store, now, lifetimes, client, allowed, request)
+    return await _authorization_code(store, now, lifetimes, client, request)
 
 
 async def _client_credentials(
@@ -158,12 +160,13 @@ async def _authorization_code(
     return IssuedToken(value, lifetimes.linking_token, int(now), scopes.render(token.scopes))
 
 
-async def revoke(store: Store, clock: Clock, request: TokenRequest) -> None:
+async def revoke(store: Store, clocks: Clocks, request: TokenRequest) -> None:
     """``POST /v2/oauth/token/revoke`` (RFC 7009): only the issuing client may revoke."""
     client = await authenticate_client(store, request)
     token = request.get("token")
     if token is None:
         raise InvalidRequest()
-    outcome = await store.revoke_token(security.digest(token), client.pk, clock.now())
+    now = (await clocks.of(client.retailer_id)).now()
+    outcome = await store.revoke_token(security.digest(token), client.pk, now)
     if outcome is RevokeOutcome.FOREIGN:
         raise UnauthorizedRevoke()

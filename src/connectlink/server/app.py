@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,15 +23,19 @@ from connectlink import text
 from connectlink.clock import Clock, SystemClock
 from connectlink.errors import InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
 from connectlink.server.context import Context
+from connectlink.server.controls import Controls
 from connectlink.server.headers import SecurityHeaders
 from connectlink.server.limits import Limiter
 from connectlink.server.observe.asgi import Observability
 from connectlink.server.observe.metrics import Metrics
 from connectlink.server.openapi import ApiDocument
-from connectlink.server.operations import Operation, for_settings
+from connectlink.server.operations import Family, Operation, for_settings
 from connectlink.server.render import Renderer, error_response, log, page_error_response, respond
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
+
+# Families the emulator neither journals nor faults: its own plane, documents, health.
+_UNCONTROLLED = frozenset({Family.ADMIN, Family.DOCS, Family.OPS})
 
 
 class Endpoint:
@@ -38,8 +43,11 @@ class Endpoint:
     Errors take the operations' form: JSON envelopes for the API, pages for a browser. The
     operation's name goes into the request's scope, for the access log."""
 
-    def __init__(self, operations: list[Operation], limiter: Limiter | None = None) -> None:
-        self.by_method = {op.method: (op.name, op.bound(limiter)) for op in operations}
+    def __init__(self, operations: list[Operation], limiter: Limiter | None = None,
+                 controls: Controls | None = None) -> None:
+        self.by_method = {op.method: (op.name, op.bound(limiter, controls))
+                          for op in operations}
+        self.controls = controls
         self.render: Renderer = page_error_response if operations[0].page else error_response
         allowed = set(self.by_method) | ({"HEAD"} if "GET" in self.by_method else set())
         self.allow = ", ".join(sorted(allowed))
@@ -52,7 +60,11 @@ class Endpoint:
             response = self.render(refusal)
         else:
             scope["operation"], handler = found
-            response = await respond(handler, Request(scope, receive), self.render)
+            started = time.perf_counter()
+            request = Request(scope, receive)
+            response = await respond(handler, request, self.render)
+            if self.controls is not None:  # before the answer goes: whoever reads finds it
+                await self.controls.journal(request, response, started)
         await response(scope, receive, send)
 
 
@@ -62,12 +74,16 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(refusal)(scope, receive, send)
 
 
-def routes(operations: tuple[Operation, ...], limiter: Limiter | None = None) -> list[Route]:
-    """One route a path, in the table's order, each operation behind its rate limit if on."""
+def routes(operations: tuple[Operation, ...], limiter: Limiter | None = None,
+           controls: Controls | None = None) -> list[Route]:
+    """One route a path, in the table's order, each operation behind its rate limit if on
+    and the emulator's controls if it has them (the admin plane itself has none)."""
     by_path: dict[str, list[Operation]] = {}
     for op in operations:
         by_path.setdefault(op.path, []).append(op)
-    return [Route(path, Endpoint(ops, limiter)) for path, ops in by_path.items()]
+    return [Route(path, Endpoint(ops, limiter, None if ops[0].family in _UNCONTROLLED
+                                 else controls))
+            for path, ops in by_path.items()]
 
 
 class ConnectLink:
@@ -119,6 +135,9 @@ def create_app(
                   limiter=Limiter.for_settings(settings))
     operations = for_settings(settings)
     ctx.api = ApiDocument.of(operations)
+    ctx.faultable = frozenset(op.endpoint for op in operations
+                              if op.family not in _UNCONTROLLED)
+    controls = Controls(ctx) if settings.emulated else None
     ctx.metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -135,7 +154,8 @@ def create_app(
                 await ctx.store.close()
                 ctx.store = None
 
-    router = Router(routes(operations, ctx.limiter), redirect_slashes=False, default=not_found,
+    router = Router(routes(operations, ctx.limiter, controls), redirect_slashes=False,
+                    default=not_found,
                     lifespan=lifespan)
     return ConnectLink(ctx, router)
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from connectlink import jsonio, security
-from connectlink.clock import Clock
+from connectlink.clock import Clock, Clocks, WallClocks
+from connectlink.emulator.clocks import StoredClocks
 from connectlink.errors import MalformedJSON, RequestTimeout, RequestTooLarge
 from connectlink.linking import retention
 from connectlink.models import AccessToken
@@ -30,19 +31,24 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class Context:
     settings: Settings
-    clock: Clock
+    clock: Clock  # the server's own: sessions, sign-in throttles, retention
     store: Store | None = None  # opened by the lifespan unless injected
+    clocks: Clocks = field(init=False)  # each retailer's (the emulator's are virtual)
     lifetimes: TokenLifetimes = field(init=False)
     sessions: SessionCookies | None = None  # the Login pages' cookies, keyed at startup
     api: ApiDocument = field(init=False)  # the OpenAPI document, set by the app factory
     metrics: Metrics = field(init=False)  # the app's Prometheus metrics, likewise
     limiter: Limiter | None = None  # None: no rate limit is on (decisions.md "Rate limits")
     sweeps: retention.Background | None = None  # started with the app unless the interval is 0
+    # The endpoints ("POST /v2/oauth/token") the emulator's fault rules may name.
+    faultable: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(
             self.settings.access_token_ttl, self.settings.linking_token_ttl
         )
+        self.clocks = (StoredClocks(self.clock, lambda: self.db) if self.settings.emulated
+                       else WallClocks(self.clock))
 
     @property
     def db(self) -> Store:
@@ -83,13 +89,20 @@ def context(request: Request) -> Context:
 
 async def authorize(request: Request, scope: str | None) -> AccessToken:
     """The request's bearer token, which must carry ``scope`` (decisions.md). Its retailer
-    goes into the ASGI scope, for the access log (``observe/asgi.py``)."""
+    goes into the ASGI scope, for the access log (``observe/asgi.py``), and its retailer's
+    clock, for the handler (``clock_of``)."""
     ctx = context(request)
-    token = await bearer.authenticate(
-        ctx.db, ctx.clock.now(), request.headers.get("authorization"), scope
+    token, request.scope["clock"] = await bearer.authenticate(
+        ctx.db, ctx.clocks, request.headers.get("authorization"), scope
     )
     request.scope["retailer_id"] = token.retailer_id
     return token
+
+
+def clock_of(request: Request) -> Clock:
+    """The clock of the retailer whose bearer token the request bore (``authorize``)."""
+    clock: Clock = request.scope["clock"]
+    return clock
 
 
 async def token_request(request: Request) -> token_requests.TokenRequest:
@@ -102,12 +115,16 @@ async def token_request(request: Request) -> token_requests.TokenRequest:
     )
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int | None = None) -> bytes:
     """The raw body, refused with 413 past the configured limit without reading it all, and
     with 408 if it has not all arrived within the body timeout (a slow client holds a
-    connection and a task for as long as it likes otherwise; uvicorn has no such limit)."""
+    connection and a task for as long as it likes otherwise; uvicorn has no such limit).
+    Read once: it stays in the ASGI scope for whoever asks again (the emulator's journal)."""
+    if "body" in request.scope:
+        body: bytes = request.scope["body"]
+        return body
     settings = context(request).settings
-    limit = settings.max_body_bytes
+    limit = limit or settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     # (A length of more digits than int() will read is over any limit too.)
     if declared.isdigit() and (len(declared) > 15 or int(declared) > limit):
@@ -123,7 +140,8 @@ async def read_body(request: Request) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout() from None
-    return b"".join(chunks)
+    request.scope["body"] = body = b"".join(chunks)
+    return body
 
 
 async def json_object(request: Request) -> dict[str, object]:

@@ -24,6 +24,8 @@ _SECURITY: dict[Caller, list[dict[str, list[str]]]] = {
     # Client credentials in the body (no scheme), or HTTP Basic (RFC 6749 section 2.3.1).
     Caller.CLIENT: [{}, {"clientBasic": []}],
     Caller.NONE: [],
+    # The admin token, or none from the loopback interface (decisions.md "The admin plane").
+    Caller.ADMIN: [{}, {"admin": []}],
 }
 _DESCRIPTION = """\
 Instacart Connect's account-linking API as ConnectLink serves it: OAuth tokens, Connect users,
@@ -89,6 +91,9 @@ def document(operations: Iterable[Operation]) -> dict[str, Any]:
                            "description": "A client_credentials access token"},
                 "clientBasic": {"type": "http", "scheme": "basic",
                                 "description": "client_id and client_secret"},
+                "admin": {"type": "http", "scheme": "bearer",
+                          "description": "CONNECTLINK_ADMIN_TOKEN (the emulator's admin plane; "
+                                         "not needed from the loopback interface)"},
             },
         },
     }

@@ -16,17 +16,20 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from connectlink import errors, text, wire
+from connectlink.emulator import wire as ew
 from connectlink.errors import BearerError, ConnectLinkError
 from connectlink.models import FULFILLMENT, AccessToken
 from connectlink.oauth.requests import TokenRequest
 from connectlink.server import limits
-from connectlink.server.context import authorize, token_request
-from connectlink.server.endpoints import docs, health, links, oauth, sandbox, users
+from connectlink.server.context import authorize, read_body, token_request
+from connectlink.server.controls import Controls
+from connectlink.server.endpoints import admin, docs, health, links, oauth, sandbox, users
 from connectlink.server.pages import views
 from connectlink.settings import Settings
 
@@ -42,6 +45,7 @@ class Family(enum.Enum):
     SANDBOX = "sandbox"  # /v2/fulfillment_sandbox (section 8): only with the sandbox on
     DOCS = "docs"  # this document and its reference page
     OPS = "ops"  # for operators: health, readiness and metrics (no auth, no rate limit)
+    ADMIN = "admin"  # the emulator's control plane, /_connectlink/ (docs/emulator.md)
 
 
 class Caller(enum.Enum):
@@ -50,6 +54,7 @@ class Caller(enum.Enum):
     NONE = "none"  # anyone (pages, documentation)
     CLIENT = "client"  # OAuth client credentials, in the body or HTTP Basic
     BEARER = "bearer"  # a client-credentials access token, holding ``scope`` if one is set
+    ADMIN = "admin"  # the admin token, or loopback with a loopback Host (decisions.md)
 
 
 # The rate-limit bucket of each family; the pages and the documentation have none.
@@ -104,14 +109,26 @@ class Operation:
         limited = (errors.RateLimited(),) if self.bucket is not None else ()
         return (*self.errors, *common, *body, *limited, *_ANY)
 
-    def bound(self, limiter: limits.Limiter | None = None) -> Handler:
+    @property
+    def endpoint(self) -> str:
+        """How the API docs, and the emulator's fault rules, name it: ``POST /v2/oauth/token``."""
+        return f"{self.method} {self.path}"
+
+    def bound(self, limiter: limits.Limiter | None = None,
+              controls: Controls | None = None) -> Handler:
         """The handler as the router calls it: authentication first, where there is any, then
-        the limit of its bucket, where that is on (off: not a single check more)."""
+        the limit of its bucket, where that is on (off: not a single check more), then the
+        emulator's fault rules (``controls.py``), where it has them."""
         gate = limiter.gate(self.bucket) if limiter is not None else None
+        seam = _Seam(controls, self.endpoint) if controls is not None else None
+        if self.caller is Caller.ADMIN:
+            return admin.guarded(self.handler, self.method != "GET")
         if self.caller is Caller.BEARER:
-            return _bearer(self.handler, self.scope, gate)
+            return _bearer(self.handler, self.scope, gate, seam)
         if self.caller is Caller.CLIENT:
-            return _client(self.handler, gate)
+            return _client(self.handler, gate, seam)
+        if seam is not None and self.name in _NAMED_BY_CLIENT:
+            return _page(self.handler, gate, seam)
         return self.handler if gate is None else _anonymous(self.handler, gate)
 
 
@@ -119,9 +136,34 @@ def _address(request: Request) -> str:
     return limits.address_key(request.client.host if request.client else None)
 
 
-def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None) -> Handler:
+class _Seam:
+    """Where an operation meets the emulator's controls: journal the caller, then apply the
+    fault rules for this endpoint."""
+
+    def __init__(self, controls: Controls, endpoint: str) -> None:
+        self.controls = controls
+        self.endpoint = endpoint
+
+    async def bearer(self, request: Request, token: AccessToken) -> Response | None:
+        client_id = await self.controls.client_id(token.client_pk)
+        self.controls.journal_as(request, token.retailer_id, client_id)
+        return await self.controls.fault(request, self.endpoint, token.retailer_id, client_id)
+
+    async def refused(self, request: Request) -> None:
+        """A bearer token refused as expired or revoked is still its retailer's: journaled."""
+        await self.controls.refused_bearer(request)
+
+    async def named(self, request: Request, client_id: str | None,
+                    grant_type: str | None = None) -> Response | None:
+        retailer_id, known = await self.controls.named_client(request, client_id)
+        return await self.controls.fault(request, self.endpoint, retailer_id, known,
+                                         grant_type=grant_type)
+
+
+def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None,
+            seam: _Seam | None) -> Handler:
     """The bearer's client is the key; a request without a valid token, its address."""
-    if gate is None:
+    if gate is None and seam is None:
         async def authenticated(request: Request) -> Response:
             return await handler(request, await authorize(request, scope))
 
@@ -131,15 +173,21 @@ def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None)
         try:
             token = await authorize(request, scope)
         except BearerError:
-            await gate(_address(request))
+            if seam is not None:
+                await seam.refused(request)
+            if gate is not None:
+                await gate(_address(request))
             raise
-        await gate(limits.client_key(token.client_pk))
+        if gate is not None:
+            await gate(limits.client_key(token.client_pk))
+        if seam is not None and (faulted := await seam.bearer(request, token)) is not None:
+            return faulted
         return await handler(request, token)
 
     return limited
 
 
-def _client(handler: ClientHandler, gate: limits.Gate | None) -> Handler:
+def _client(handler: ClientHandler, gate: limits.Gate | None, seam: _Seam | None) -> Handler:
     """The client the request names is the key, before the store is asked anything about it
     (the store checks its secret): one without, or an unreadable request, its address."""
 
@@ -150,13 +198,40 @@ def _client(handler: ClientHandler, gate: limits.Gate | None) -> Handler:
             if gate is not None:
                 await gate(_address(request))
             raise
+        named = parsed.credentials.client_id if parsed.credentials is not None else None
         if gate is not None:
-            named = parsed.credentials.client_id if parsed.credentials is not None else None
             await gate(limits.client_id_key(named) if named is not None and
                        text.identifier(named) else _address(request))
+        if seam is not None:
+            faulted = await seam.named(request, named, parsed.get("grant_type"))
+            if faulted is not None:
+                return faulted
         return await handler(request, parsed)
 
     return identified
+
+
+# The Login pages that name a client (its client_id in the query, or the form that carries
+# the authorization request): the emulator journals and faults them as that client's.
+_NAMED_BY_CLIENT = {"authorize", "decide", "sign_in", "sign_out"}
+
+
+def _page(handler: Handler, gate: limits.Gate | None, seam: _Seam) -> Handler:
+    async def named(request: Request) -> Response:
+        if gate is not None:
+            await gate(_address(request))
+        if request.method == "GET":
+            pairs = parse_qsl(request.url.query, keep_blank_values=True)
+        else:  # read once: the page reads the same bytes again (context.read_body)
+            try:
+                pairs = parse_qsl((await read_body(request)).decode("utf-8"),
+                                  keep_blank_values=True)
+            except (UnicodeDecodeError, ValueError):
+                pairs = []  # the page itself refuses it, as it always does
+        faulted = await seam.named(request, dict(pairs).get("client_id"))
+        return faulted if faulted is not None else await handler(request)
+
+    return named
 
 
 def _anonymous(handler: Handler, gate: limits.Gate) -> Handler:
@@ -168,6 +243,9 @@ def _anonymous(handler: Handler, gate: limits.Gate) -> Handler:
 
 
 _USER = "/v2/fulfillment/users/{user_id}"
+_ADMIN_RETAILER = "/_connectlink/retailers/{retailer_id}"
+_ADMIN = (errors.AdminForbidden(),)
+_ADMIN_WRITE = (errors.AdminForbidden(), errors.AdminJsonOnly(), errors.MalformedJSON(), *_BODY)
 _SANDBOX_USERS = "/v2/fulfillment_sandbox/instacart_users"
 
 OPERATIONS = (
@@ -250,6 +328,55 @@ OPERATIONS = (
         errors=(errors.InvalidSandboxUserId(), errors.Invalid("redirect_uri"),
                 errors.Blank("scope"), errors.Invalid("scope")),
     ),
+    # The emulator's admin plane (docs/emulator.md): the emulator profile only.
+    Operation("read_clock", "GET", f"{_ADMIN_RETAILER}/clock", Family.ADMIN, Caller.ADMIN,
+              admin.read_clock, "A retailer's virtual clock", response=ew.Clock,
+              errors=(*_ADMIN, errors.RetailerNotFound())),
+    Operation("move_clock", "POST", f"{_ADMIN_RETAILER}/clock", Family.ADMIN, Caller.ADMIN,
+              admin.move_clock, "Advance, set, freeze or reset a retailer's virtual clock",
+              request=ew.ClockChange, response=ew.Clock,
+              errors=(*_ADMIN_WRITE, errors.RetailerNotFound(), errors.Invalid("advance_seconds"))),
+    Operation("add_fault", "POST", "/_connectlink/faults", Family.ADMIN, Caller.ADMIN,
+              admin.add_fault, "Add a fault rule (201)", request=ew.FaultBody,
+              response=ew.Created,
+              errors=(*_ADMIN_WRITE, errors.RetailerNotFound(), errors.Invalid("endpoint"),
+                      errors.Blank("retailer_id"))),
+    Operation("list_faults", "GET", "/_connectlink/faults", Family.ADMIN, Caller.ADMIN,
+              admin.list_faults, "Every fault rule, with how often it matched and fired",
+              response=ew.Faults, errors=_ADMIN),
+    Operation("clear_faults", "DELETE", "/_connectlink/faults", Family.ADMIN, Caller.ADMIN,
+              admin.clear_faults, "Delete every fault rule", response=ew.Deleted,
+              errors=_ADMIN),
+    Operation("delete_fault", "DELETE", "/_connectlink/faults/{fault_id}", Family.ADMIN,
+              Caller.ADMIN, admin.delete_fault, "Delete one fault rule", response=ew.Success,
+              errors=(*_ADMIN, errors.FaultNotFound())),
+    Operation("read_journal", "GET", f"{_ADMIN_RETAILER}/journal", Family.ADMIN, Caller.ADMIN,
+              admin.read_journal, "A retailer's requests, newest first",
+              query=ew.JournalQuery, response=ew.Journal,
+              errors=(*_ADMIN, errors.RetailerNotFound(), errors.Invalid("status"))),
+    Operation("token_lifecycle", "GET", "/_connectlink/tokens/{fingerprint}", Family.ADMIN,
+              Caller.ADMIN, admin.token_lifecycle,
+              "A token's, linking token's or code's life: issued, used, revoked, expired",
+              response=ew.TokenLifecycle, errors=(*_ADMIN, errors.SecretNotFound())),
+    Operation("read_membership", "GET", "/_connectlink/instacart_users/{account_id}/membership",
+              Family.ADMIN, Caller.ADMIN, admin.read_membership,
+              "A sandbox account's Instacart+ membership", response=ew.Membership,
+              errors=(*_ADMIN, errors.InstacartUserNotFound())),
+    Operation("change_membership", "POST",
+              "/_connectlink/instacart_users/{account_id}/membership", Family.ADMIN,
+              Caller.ADMIN, admin.change_membership,
+              "Start, extend or lapse a sandbox account's Instacart+ membership",
+              request=ew.MembershipChange, response=ew.Membership,
+              errors=(*_ADMIN_WRITE, errors.InstacartUserNotFound(), errors.Invalid(None))),
+    Operation("snapshot", "GET", "/_connectlink/snapshot", Family.ADMIN, Caller.ADMIN,
+              admin.snapshot, "The whole state, as versioned JSON (secrets as digests)",
+              response=ew.Snapshot, errors=_ADMIN),
+    Operation("restore", "POST", "/_connectlink/restore", Family.ADMIN, Caller.ADMIN,
+              admin.restore, "Replace the whole state with a snapshot", request=ew.Snapshot,
+              response=ew.Success, errors=(*_ADMIN_WRITE, errors.SnapshotMismatch())),
+    Operation("reset", "POST", "/_connectlink/reset", Family.ADMIN, Caller.ADMIN, admin.reset,
+              "Empty every table, retailers included", response=ew.Success,
+              errors=_ADMIN_WRITE),
     Operation("openapi", "GET", "/openapi.json", Family.DOCS, Caller.NONE, docs.openapi,
               "This server's OpenAPI 3.1 document"),
     Operation("reference", "GET", "/docs", Family.DOCS, Caller.NONE, docs.reference,
@@ -265,5 +392,9 @@ OPERATIONS = (
 
 
 def for_settings(settings: Settings) -> tuple[Operation, ...]:
-    """The operations a server with these settings has: the sandbox family only when on."""
-    return tuple(op for op in OPERATIONS if op.family is not Family.SANDBOX or settings.sandbox)
+    """The operations a server with these settings has: the sandbox family only when on, the
+    admin plane only in the emulator profile, ``/metrics`` only with the metrics on."""
+    return tuple(op for op in OPERATIONS
+                 if (op.family is not Family.SANDBOX or settings.sandbox)
+                 and (op.family is not Family.ADMIN or settings.emulated)
+                 and (op.name != "metrics" or settings.metrics))

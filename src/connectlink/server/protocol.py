@@ -62,6 +62,9 @@ def timeout_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(lines)
 
 
+DROP = "connectlink.drop"  # the ASGI scope extension that closes the request's connection
+
+
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose requests must finish their headers in ``header_timeout``
     seconds. Read once, when this module is imported: ``connectlink serve`` sets the variable
@@ -117,6 +120,17 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_header_deadline()
         super().on_headers_complete()
+        cycle, transport = self.cycle, self.transport
+
+        def drop() -> None:
+            """Close the connection with no answer (the emulator's ``drop`` fault); the
+            cycle counts as disconnected, so uvicorn sends no 500 in its place."""
+            if cycle is not None:
+                cycle.disconnected = True
+            transport.close()
+
+        extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+        extensions[DROP] = drop
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

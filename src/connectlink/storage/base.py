@@ -7,6 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from connectlink.emulator.records import (
+    ClockSetting,
+    FaultRule,
+    JournalEntry,
+    JournalQuery,
+    StoredSecret,
+    Tables,
+)
 from connectlink.models import (
     AccessToken,
     AuthorizationCode,
@@ -202,4 +210,78 @@ class Store(Migratable, Protocol):
     # operator views ----
     async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:
         """(when, action, Connect user_id, Instacart account id), oldest first."""
+        ...
+
+    # the emulator's controls (docs/emulator.md; storage/emulator.py) ------------------------
+    async def get_clock(self, retailer_id: int) -> ClockSetting:
+        """The retailer's virtual clock (the default ``ClockSetting()`` if never set)."""
+        ...
+
+    async def set_clock(self, retailer_id: int, setting: ClockSetting) -> bool:
+        """Store the retailer's clock (the default one: forget it). False if there is no such
+        retailer."""
+        ...
+
+    async def add_fault(self, rule: FaultRule, now: float) -> int:
+        """Store a rule (its ``id``, ``matched``, ``fired`` and ``created_at`` are ignored);
+        its new id."""
+        ...
+
+    async def list_faults(self) -> list[FaultRule]:
+        """Every rule, oldest first."""
+        ...
+
+    async def delete_fault(self, fault_id: int) -> bool: ...
+
+    async def clear_faults(self) -> int:
+        """Delete every rule; how many there were."""
+        ...
+
+    async def fault_candidates(self, endpoint: str) -> list[FaultRule]:
+        """The rules for ``endpoint`` that are not spent, oldest first (whose caller they
+        concern, ``emulator/faults.concerns`` decides)."""
+        ...
+
+    async def match_fault(self, fault_id: int) -> FaultRule | None:
+        """Count one more request seen by the rule, atomically; the rule after that (None if
+        it is gone)."""
+        ...
+
+    async def fire_fault(self, fault_id: int) -> bool:
+        """Count one firing, atomically, unless the rule is spent (or gone): False then, and
+        the request goes unfaulted. Of racing workers, no more than ``times`` fire."""
+        ...
+
+    async def journal(self, entry: JournalEntry, keep: int) -> None:
+        """Add an entry to its retailer's journal, of which the newest ``keep`` are kept."""
+        ...
+
+    async def read_journal(self, retailer_id: int, query: JournalQuery) -> list[JournalEntry]:
+        """The retailer's entries that ``query`` selects, newest first."""
+        ...
+
+    async def find_secret(self, fingerprint: bytes) -> StoredSecret | None:
+        """The token, linking token or code whose SHA-256 digest starts with ``fingerprint``
+        (8 bytes), if there is one."""
+        ...
+
+    async def set_membership(
+        self, account_id: int, expires_at: float | None
+    ) -> InstacartAccount | None:
+        """Set when the account's Instacart+ membership ends (None: not a member). None if
+        there is no such account."""
+        ...
+
+    async def snapshot(self) -> tuple[int, Tables]:
+        """The schema version and every table of the state (not the server's secrets, leases
+        or migrations), in one consistent read."""
+        ...
+
+    async def restore(self, tables: Tables) -> None:
+        """Replace the whole state with ``tables`` (as ``snapshot`` gives them), in one
+        transaction."""
+        ...
+
+    async def reset(self) -> None:
+        """Empty every table of the state (retailers included), in one transaction."""
         ...

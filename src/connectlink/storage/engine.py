@@ -4,7 +4,7 @@ differ between SQLite and PostgreSQL. ``sqlite.py`` and ``postgres.py`` implemen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -22,6 +22,11 @@ class Connection(Protocol):
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; the number of rows it touched."""
+        ...
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run a statement once for each row of arguments, in one call (a restore's inserts:
+        one round trip per batch, not per row)."""
         ...
 
     async def script(self, sql: str) -> None:

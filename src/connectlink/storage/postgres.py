@@ -10,7 +10,7 @@ itself once the database is back.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
@@ -86,6 +86,9 @@ class PostgresConnection:
 
     async def execute(self, sql: str, *args: Any) -> int:
         return _count(await self._conn.execute(numbered(sql), *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(numbered(sql), rows)
 
     async def script(self, sql: str) -> None:
         await self._conn.execute(sql)

@@ -35,6 +35,7 @@ from connectlink.models import (
     UserFields,
 )
 from connectlink.storage import records
+from connectlink.storage.emulator import EmulatorSQL
 from connectlink.storage.engine import Connection, Engine
 from connectlink.storage.migrations import Migration
 from connectlink.storage.records import (
@@ -58,9 +59,9 @@ class _Undo(Exception):
         self.outcome = outcome
 
 
-class SQLStore(RetailerSQL):
+class SQLStore(RetailerSQL, EmulatorSQL):
     """Every ``Store`` verb, on whichever ``Engine`` it is given (retailers and clients in
-    ``retailers.py``)."""
+    ``retailers.py``, the emulator's controls in ``emulator.py``)."""
 
     # schema -------------------------------------------------------------------------------
     async def applied_migrations(self) -> set[int]:

@@ -25,6 +25,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ class SQLiteConnection:
 
     async def execute(self, sql: str, *args: Any) -> int:
         return self._db.execute(sql, args).rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
 
     async def script(self, sql: str) -> None:
         for statement in statements(sql):

@@ -8,14 +8,14 @@ from starlette.responses import Response
 from connectlink import wire
 from connectlink.linking import links
 from connectlink.models import AccessToken
-from connectlink.server.context import context, json_object
+from connectlink.server.context import clock_of, context, json_object
 from connectlink.server.render import json_response
 
 
 async def link(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     await links.link(
-        ctx.db, ctx.clock, token.retailer_id, request.path_params["user_id"],
+        ctx.db, clock_of(request), token.retailer_id, request.path_params["user_id"],
         await json_object(request), request.headers.get("x-retailer-id"),
     )
     return json_response(wire.SUCCESS)
@@ -24,6 +24,6 @@ async def link(request: Request, token: AccessToken) -> Response:
 async def membership(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
     found = await links.membership(
-        ctx.db, ctx.clock, token.retailer_id, request.path_params["user_id"]
+        ctx.db, clock_of(request), token.retailer_id, request.path_params["user_id"]
     )
     return json_response(found)

@@ -9,13 +9,13 @@ from connectlink import wire
 from connectlink.errors import InvalidToken
 from connectlink.linking import sandbox
 from connectlink.models import AccessToken
-from connectlink.server.context import context, json_object
+from connectlink.server.context import clock_of, context, json_object
 from connectlink.server.render import json_response
 
 
 async def create_instacart_user(request: Request, token: AccessToken) -> Response:
     ctx = context(request)
-    account = await sandbox.create_account(ctx.db, ctx.clock, await json_object(request))
+    account = await sandbox.create_account(ctx.db, clock_of(request), await json_object(request))
     return json_response(wire.SandboxUser(account.id))
 
 
@@ -25,7 +25,7 @@ async def authorize_instacart_user(request: Request, token: AccessToken) -> Resp
     if client is None:  # the client was deleted after issuing the token
         raise InvalidToken()
     code = await sandbox.authorize(
-        ctx.db, ctx.clock, ctx.settings.code_ttl, client, request.path_params["user_id"],
+        ctx.db, clock_of(request), ctx.settings.code_ttl, client, request.path_params["user_id"],
         await json_object(request),
     )
     return json_response(wire.SandboxCode(code))

@@ -4,8 +4,8 @@ so that every response has its id, the last resort's 5000 too).
 A request's id is the ``X-Request-Id`` it sent when that is well formed (1-128 characters of
 ``[A-Za-z0-9._:-]``: safe in a header, a log line and a URL), else 32 new random hex digits. The
 id goes back on the response, and into ``logs.REQUEST_ID`` for every line logged while the
-request is served. Once answered, the request is counted (``metrics.Metrics.count``) and, with
-the access log on, written as one line.
+request is served. Once answered, the request is counted (``metrics.Metrics.count``, with the
+metrics on) and, with the access log on, written as one line.
 
 What the layers inside know, they leave in the ASGI scope for this one to read, at the cost of a
 dict entry: ``operation`` (``app.Endpoint``), ``retailer_id`` (the bearer's retailer, once
@@ -20,11 +20,10 @@ import os
 import re
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connectlink import text
 from connectlink.server.observe import logs
 from connectlink.server.observe.logs import REQUEST_ID
 from connectlink.server.observe.metrics import NO_OPERATION
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 
 HEADER = b"x-request-id"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:-]{1,128}").fullmatch
-access_log = logging.getLogger("connectlink.access")
+access_log = logging.getLogger(logs.ACCESS_LOGGER)
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -54,8 +53,11 @@ class Observability:
     def __init__(self, app: ASGIApp, ctx: Context) -> None:
         self.app = app
         self.ctx = ctx
-        self.metrics = ctx.metrics
+        self.metrics = ctx.metrics if ctx.settings.metrics else None
         self.access = access_log if ctx.settings.access_log else None
+        # Where access lines go without a LogRecord each (``logs.Access``), once known.
+        self.sink: logs.QueuedHandler | None = None
+        self.sink_known = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,9 +82,10 @@ class Observability:
         finally:
             finished = time.perf_counter()
             operation = scope.get("operation", NO_OPERATION)
-            self.metrics.count(operation, status, finished - started, scope.get("error"),
-                               scope.get("grant"))
-            self.metrics.follow(self.ctx.store, self.ctx.limiter, finished)
+            if self.metrics is not None:
+                self.metrics.count(operation, status, finished - started, scope.get("error"),
+                                   scope.get("grant"))
+                self.metrics.follow(self.ctx.store, self.ctx.limiter, finished)
             if self.access is not None and self.access.isEnabledFor(logging.INFO):
                 self._log(scope, status, (finished - started) * 1000)
             REQUEST_ID.reset(reset)
@@ -95,32 +98,28 @@ class Observability:
         async def send_and_retire(message: Message) -> None:
             if message["type"] in {"lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
                 logs.drain()
-                self.metrics.retire()
+                if self.metrics is not None:
+                    self.metrics.retire()
             await send(message)
 
         return send_and_retire
 
     def _log(self, scope: Scope, status: int, ms: float) -> None:
-        """One line: never the query string, the headers or the body (any may carry a
-        credential), and the path as ``text.for_log`` has it (bounded, no line breaks)."""
+        """One line (``logs.Access.line``), through the serving process's queue without a
+        ``LogRecord`` when it has one, else as a record wherever that process sends them."""
         client = scope.get("client")
-        address = client[0] if client else "-"
-        path = text.for_log(scope["path"])
-        operation = scope.get("operation")
-        retailer = scope.get("retailer_id")
-        fields: dict[str, Any] = {
-            "client": address, "method": scope["method"], "path": path, "status": status,
-            "latency_ms": round(ms, 2), "operation": operation,
-        }
-        if retailer is not None:
-            fields["retailer_id"] = retailer
+        entry = logs.Access(time.time(), REQUEST_ID.get(), client[0] if client else "-",
+                            scope["method"], scope["path"], status, ms, scope.get("operation"),
+                            scope.get("retailer_id"))
+        if not self.sink_known:  # the process's logging is configured by now
+            self.sink, self.sink_known = logs.queued_access(), True
+        if self.sink is not None:
+            self.sink.access(entry)
+            return
         assert self.access is not None
+        message, fields = entry.line()
         # makeRecord and handle, not info(): info() looks up its caller's frame, a third of
         # a log call's cost, for a file and line that are always these.
-        record = self.access.makeRecord(
-            self.access.name, logging.INFO, __file__, 0, '%s "%s %s" %d %.1fms %s%s',
-            (address, scope["method"], path, status, ms, operation or "-",
-             "" if retailer is None else f" retailer {retailer}"),
-            None, extra={"fields": fields},
-        )
+        record = self.access.makeRecord(self.access.name, logging.INFO, __file__, 0, message,
+                                        (), None, extra={"fields": fields})
         self.access.handle(record)

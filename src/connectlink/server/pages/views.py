@@ -139,14 +139,16 @@ async def decide(request: Request) -> Response:
     account = await _signed_in(visit)
     if account is None:  # the session ended while the page was open: sign in again
         return visit.back_to_authorize()
-    decision = visit.form.get("decision")
+    # The emulator's deny fault answers as the shopper's Deny would (server/controls.py).
+    decision = request.scope.get("decision") or visit.form.get("decision")
     if decision == "deny":
         raise consent.denied()
     if decision != "allow":
         raise InvalidAuthorizationRequest(consent.redirect_uri, consent.state, "decision")
     ctx = visit.ctx
+    clock = await ctx.clocks.of(consent.client.retailer_id)  # the code expires by it
     code = await authorization.grant(
-        ctx.db, ctx.clock.now(), ctx.settings.code_ttl, consent, account.id
+        ctx.db, clock.now(), ctx.settings.code_ttl, consent, account.id
     )
     return RedirectResponse(consent.redirect(code=code), 302, PAGE_HEADERS)
 

@@ -1,0 +1,209 @@
+"""The emulator's controls where the operation table applies them (docs/emulator.md): fault
+rules once the caller is identified and before the handler runs, and the journal entry once
+the answer is known, before it is sent (so whoever reads the journal after an answer finds
+it). Only the emulator profile has a ``Controls``; without one, not a statement more runs.
+
+Who the caller is, each kind of operation says (``operations.py``): the bearer token's
+retailer, the client a token request or a Login page names. A fault acts in one of three ways:
+it answers in the request's place (an error, or ``Dropped``: no answer at all), it delays the
+request, or it changes what the request asks (``deny``: the shopper's Deny; ``expired_token``:
+a token with no lifetime), leaving the handler to do the rest as it always does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from connectlink import errors, jsonio, security
+from connectlink.emulator import faults
+from connectlink.emulator.records import FaultRule, JournalEntry
+from connectlink.errors import ConnectError, ConnectLinkError
+from connectlink.oauth import grants, headers
+from connectlink.oauth.grants import TokenLifetimes
+from connectlink.server.context import Context
+from connectlink.server.observe.logs import REQUEST_ID
+from connectlink.server.observe.metrics import error_code
+from connectlink.server.protocol import DROP
+
+log = logging.getLogger("connectlink.emulator")
+NO_LIFETIME = TokenLifetimes(0, 0)
+# Body fields that carry a secret, journaled as fingerprints.
+_SECRET_FIELDS = ("linking_token", "code", "token")
+
+
+class Dropped(Response):
+    """The ``drop`` fault's answer: none. The connection is closed by the extension that
+    ``connectlink serve``'s protocol (``protocol.DROP``) and the in-process emulator's
+    transport (``testing.py``) put in the scope; a server without it has no way to drop a
+    connection, and the request fails as unexpected (a 500)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        drop: Callable[[], None] | None = scope.get("extensions", {}).get(DROP)
+        if drop is None:
+            raise ConnectionResetError("dropped by the emulator's drop fault")
+        drop()
+
+
+class Controls:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        # client pk -> client_id: a client's id never changes, so every worker may keep them.
+        self._client_ids: dict[int, str | None] = {}
+
+    # who ------------------------------------------------------------------------------------
+    @staticmethod
+    def journal_as(request: Request, retailer_id: int, client_id: str | None) -> None:
+        """Journal this request under the retailer (and client) it was identified as."""
+        request.scope["journal"] = (retailer_id, client_id)
+
+    async def client_id(self, client_pk: int) -> str | None:
+        """The id of the client a bearer token was issued to (None if it is gone)."""
+        if client_pk not in self._client_ids:
+            client = await self.ctx.db.get_client_by_pk(client_pk)
+            self._client_ids[client_pk] = client.client_id if client is not None else None
+        return self._client_ids[client_pk]
+
+    async def refused_bearer(self, request: Request) -> None:
+        """A bearer token that exists but was refused (expired, revoked, the wrong scope):
+        the request is journaled under its retailer all the same."""
+        value = headers.credentials(request.headers.get("authorization"), "bearer")
+        token = await self.ctx.db.get_token(security.digest(value)) if value else None
+        if token is not None:
+            self.journal_as(request, token.retailer_id, await self.client_id(token.client_pk))
+
+    async def named_client(self, request: Request, client_id: str | None) -> tuple[
+            int | None, str | None]:
+        """The retailer of the client a request names (before its secret is checked: the
+        journal shows a wrong secret too), and that client's id if it exists."""
+        client = await grants.find_client(self.ctx.db, client_id)
+        if client is None:
+            return None, None
+        self.journal_as(request, client.retailer_id, client.client_id)
+        return client.retailer_id, client.client_id
+
+    # faults -----------------------------------------------------------------------------------
+    async def fault(self, request: Request, endpoint: str, retailer_id: int | None,
+                    client_id: str | None, grant_type: str | None = None) -> Response | None:
+        """Apply the first rule for this request that fires: its answer in the request's
+        place, or None for the request to go on (delayed or changed, if a rule said so)."""
+        if retailer_id is None:
+            return None
+        rules = await self.ctx.db.fault_candidates(endpoint)
+        for rule in rules:
+            if not faults.concerns(rule, retailer_id, client_id, grant_type):
+                continue
+            counted = await self.ctx.db.match_fault(rule.id)
+            if counted is None or not faults.fires(counted):
+                continue
+            if not await self.ctx.db.fire_fault(rule.id):
+                continue  # spent by a request in another worker meanwhile
+            request.scope["fault"] = rule.fault
+            return await self._inflict(request, rule)
+        return None
+
+    async def _inflict(self, request: Request, rule: FaultRule) -> Response | None:
+        fault = rule.fault
+        if fault == "latency":
+            await asyncio.sleep(rule.latency_ms / 1000)
+        elif fault == "drop":
+            return Dropped()
+        elif fault == "deny":
+            request.scope["decision"] = "deny"
+        elif fault == "expired_token":
+            request.scope["lifetimes"] = NO_LIFETIME
+        else:
+            raise _REFUSALS[fault](rule)
+        return None
+
+    # the journal ------------------------------------------------------------------------------
+    async def journal(self, request: Request, response: Response, started: float) -> None:
+        """The request's entry in its retailer's journal, if it was identified as one's. A
+        journal that cannot be written is logged, never the request's failure."""
+        who = request.scope.get("journal")
+        if who is None:
+            return
+        retailer_id, client_id = who
+        try:
+            clock = request.scope.get("clock") or await self.ctx.clocks.of(retailer_id)
+            error = request.scope.get("error")
+            await self.ctx.db.journal(JournalEntry(
+                retailer_id=retailer_id, at=clock.now(), method=request.method,
+                path=request.url.path, operation=request.scope.get("operation"),
+                status=response.status_code,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                request_id=REQUEST_ID.get() or "",
+                error_code=error_code(error) if isinstance(error, ConnectLinkError) else None,
+                error_key=error.key if isinstance(error, ConnectError) else None,
+                client_id=client_id, credential=_bearer_fingerprint(request),
+                secrets=_secrets(request, response), fault=request.scope.get("fault"),
+            ), self.ctx.settings.journal_size)
+        except Exception:  # the store is down, or the entry cannot be made: serve on
+            log.warning("journal entry for %s not written", request.scope.get("operation"),
+                        exc_info=True)
+
+
+def _refusal(cls: type[ConnectLinkError]) -> Callable[[FaultRule], ConnectLinkError]:
+    return lambda rule: cls()
+
+
+_REFUSALS: dict[str, Callable[[FaultRule], ConnectLinkError]] = {
+    "429": lambda rule: errors.RateLimited(rule.retry_after),
+    "503": lambda rule: errors.ServiceUnavailable(rule.retry_after),
+    "500": _refusal(errors.InternalError),
+    "invalid_grant": _refusal(errors.InvalidGrant),
+    "linking_token_invalid": _refusal(errors.LinkingTokenInvalid),
+}
+
+
+def _bearer_fingerprint(request: Request) -> str | None:
+    value = headers.credentials(request.headers.get("authorization"), "bearer")
+    return security.fingerprint(value) if value else None
+
+
+def _secrets(request: Request, response: Response) -> dict[str, str]:
+    """Fingerprints of the secrets the request carried (its body's ``linking_token``, ``code``
+    or ``token``) and of those its answer gave (a token issued, a code in a redirect)."""
+    found: dict[str, str] = {}
+    sent = _fields(request.scope.get("body"), request.headers.get("content-type", ""))
+    for name in _SECRET_FIELDS:
+        value = sent.get(name)
+        if isinstance(value, str) and value:
+            found[name] = security.fingerprint(value)
+    if response.status_code == 200 and request.scope.get("operation") == "issue_token":
+        issued = _fields(getattr(response, "body", b""), "application/json").get("access_token")
+        if isinstance(issued, str):
+            found["access_token"] = security.fingerprint(issued)
+    location = response.headers.get("location")
+    if location:
+        code = parse_qs(urlsplit(location).query).get("code")
+        if code:
+            found["code"] = security.fingerprint(code[0])
+    return found
+
+
+def _fields(body: Any, content_type: str) -> dict[str, Any]:
+    """A body's top-level fields, JSON or form; nothing if it is neither."""
+    if not isinstance(body, bytes) or not body:
+        return {}
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        try:
+            return {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+        except (UnicodeDecodeError, ValueError):
+            return {}
+    try:
+        decoded = jsonio.decode(body)
+    except jsonio.UnreadableJSON:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
