@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import START, make_emulator, upgraded
+from connectlink.settings import Settings
 from connectlink.testing import InProcessEmulator
 from support import Emulator, Retailer, ServeProcess, run_sync
 from test_login_pages import Shopper, returned
@@ -505,3 +506,15 @@ def test_two_workers_on_postgresql_share_the_journal_clock_and_lifecycle(
                 assert shop.get("/v2/fulfillment/users/u1").status_code == 401
     finally:
         server.stop()
+
+
+def test_a_journal_of_size_0_keeps_nothing_and_lifecycles_still_tell(database_url: str) -> None:
+    for emulator in make_emulator(database_url, journal_size=0):
+        admin, shop = Admin(emulator.http), emulator.retailer()
+        token = linked_pair(shop, "u1", "a@example.com")
+        assert shop.link("u1", token).status_code == 200
+        assert admin.journal(shop) == []
+        assert [e for e in admin.lifecycle(token).json()["events"]] == [
+            {"event": "issued", "at": iso(START)}, {"event": "used", "at": iso(START)}]
+    with pytest.raises(ValueError, match="CONNECTLINK_JOURNAL_SIZE must be 0"):
+        Settings(journal_size=-1)

@@ -132,7 +132,7 @@ class Controls:
         """The request's entry in its retailer's journal, if it was identified as one's. A
         journal that cannot be written is logged, never the request's failure."""
         who = request.scope.get("journal")
-        if who is None:
+        if who is None or self.ctx.settings.journal_size == 0:
             return
         retailer_id, client_id = who
         try:
@@ -140,7 +140,7 @@ class Controls:
             error = request.scope.get("error")
             await self.ctx.db.journal(JournalEntry(
                 retailer_id=retailer_id, at=clock.now(), method=request.method,
-                path=request.url.path, operation=request.scope.get("operation"),
+                path=request.scope["path"], operation=request.scope.get("operation"),
                 status=response.status_code,
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 request_id=REQUEST_ID.get() or "",
