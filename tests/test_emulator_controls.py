@@ -518,3 +518,66 @@ def test_a_journal_of_size_0_keeps_nothing_and_lifecycles_still_tell(database_ur
             {"event": "issued", "at": iso(START)}, {"event": "used", "at": iso(START)}]
     with pytest.raises(ValueError, match="CONNECTLINK_JOURNAL_SIZE must be 0"):
         Settings(journal_size=-1)
+
+
+@pytest.mark.parametrize(("path", "body", "key"), [
+    ("clock", {"advance_seconds": 1e20}, "advance_seconds"),
+    ("clock", {"advance_seconds": -1e11}, "advance_seconds"),
+    ("clock", {"set": "0001-01-01T00:00:00Z"}, "set"),
+    ("clock", {"set": "1969-12-31T23:59:59Z"}, "set"),
+    ("faults", {"endpoint": TOKEN, "fault": "503", "times": 2**40}, "times"),
+    ("faults", {"endpoint": TOKEN, "fault": "503", "seed": 2**64}, "seed"),
+    ("faults", {"endpoint": TOKEN, "fault": "503", "retailer_id": 2**63}, "retailer_id"),
+    ("faults", {"endpoint": "GET /oauth/assets/{name}", "fault": "503"}, "endpoint"),
+    ("faults", {"endpoint": TOKEN, "fault": "503", "client_id": "a\u0000b"}, "client_id"),
+])
+def test_hostile_admin_bodies_are_refused_before_anything_is_written(
+    admin: Admin, shop: Retailer, path: str, body: dict[str, Any], key: str
+) -> None:
+    target = (f"/_connectlink/retailers/{rid(shop)}/clock" if path == "clock"
+              else "/_connectlink/faults")
+    if path == "faults":
+        body = {"retailer_id": rid(shop), **body}
+    answer = admin.http.post(target, json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["meta"] == {"key": key}
+    assert admin.clock(shop).json()["now"] == iso(START)
+    assert admin.http.get("/_connectlink/faults").json() == {"faults": []}
+
+
+def test_hostile_membership_changes_and_journal_queries_are_refused(
+    admin: Admin, shop: Retailer
+) -> None:
+    account = shop.instacart_user("a@example.com", plus=False)
+    path = f"/_connectlink/instacart_users/{account}/membership"
+    for body in ({"start_days": 1e12}, {"extend_days": 0}, {"retailer_id": 2**63, "lapse": True}):
+        assert admin.http.post(path, json=body).status_code == 400, body
+    assert admin.http.get(path).json() == {"instacart_user_id": account, "member": False}
+    journal = f"/_connectlink/retailers/{rid(shop)}/journal"
+    for query in ({"operaton": "link"}, {"status": "9999999999"}, {"limit": "0"},
+                  {"path": "a\u0000"}, {"since": "yesterday"}):
+        answer = admin.http.get(journal, params=query)
+        assert answer.status_code == 400, query
+        assert answer.json()["error"]["message"] == "is invalid"
+
+
+def test_a_forwarded_request_needs_the_admin_token_even_from_loopback(
+    emulator: Emulator,
+) -> None:
+    for forwarded in ({"X-Forwarded-For": "127.0.0.1"}, {"Forwarded": "for=127.0.0.1"},
+                      {"X-Real-IP": "127.0.0.1"}):
+        answer = emulator.http.post("/_connectlink/reset", json={}, headers=forwarded)
+        assert answer.status_code == 403, forwarded
+    assert emulator.http.get("/_connectlink/faults").status_code == 200  # not forwarded
+
+
+def test_a_restore_that_breaks_the_schema_is_a_400_and_changes_nothing(
+    admin: Admin, shop: Retailer
+) -> None:
+    assert shop.create_user("u1").status_code == 200
+    snapshot = admin.http.get("/_connectlink/snapshot").json()
+    links = snapshot["tables"]["connect_users"]
+    links["rows"] = [[None] * len(links["columns"])]  # NOT NULL everywhere
+    answer = admin.http.post("/_connectlink/restore", json=snapshot)
+    assert answer.status_code == 400 and answer.json()["meta"] == {"key": "tables"}
+    assert shop.get("/v2/fulfillment/users/u1").status_code == 200

@@ -15,7 +15,6 @@ LINK = "POST /v2/fulfillment/users/{user_id}/link"
 CONSENT = "POST /oauth/authorize"
 ONLY_ON = {"invalid_grant": TOKEN, "expired_token": TOKEN, "linking_token_invalid": LINK,
            "deny": CONSENT}
-MAX_LATENCY_MS = 60_000
 
 
 def misplaced(fault: str, endpoint: str) -> str | None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# The faults a rule may inject (docs/emulator.md "Faults").
-FAULTS = ("429", "503", "500", "latency", "drop", "invalid_grant", "linking_token_invalid",
-          "deny", "expired_token")
 ACCESS_TOKEN, LINKING_TOKEN = "access_token", "linking_token"
 AUTHORIZATION_CODE = "authorization_code"
 
@@ -38,7 +35,7 @@ class FaultRule:
     retailer_id: int | None
     client_id: str | None
     endpoint: str  # "POST /v2/fulfillment/users/{user_id}/link": method and path template
-    fault: str  # one of FAULTS
+    fault: str  # one of emulator/wire.py's Fault
     times: int | None = None  # fire at most this many times; None: no limit
     every: int = 1  # fire on every Nth matching request
     probability: float = 1.0

@@ -13,6 +13,7 @@ from msgspec import Meta, Struct
 from connectlink import wire
 from connectlink.errors import Blank, ConnectError, Invalid
 
+LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z: the last instant a Time can say
 Time = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
                            examples=["2026-12-02T10:00:00Z"])]
 Fault = Literal["429", "503", "500", "latency", "drop", "invalid_grant",
@@ -30,21 +31,25 @@ class VirtualClock(Struct):
 class ClockChange(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Exactly one of these."""
 
-    advance_seconds: float | None = None
+    advance_seconds: Annotated[float, Meta(ge=-LATEST, le=LATEST)] | None = None
     set: Time | None = None
     freeze: bool | None = None
     reset: Literal[True] | None = None
 
 
+INT32, INT64 = 2**31 - 1, 2**63 - 1  # what the columns hold
+Id = Annotated[int, Meta(ge=1, le=INT64)]
+
+
 class FaultBody(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    retailer_id: int | None = None
+    retailer_id: Id | None = None
     client_id: str | None = None
     endpoint: Annotated[str, Meta(examples=["POST /v2/fulfillment/users/{user_id}/link"])]
     fault: Fault
-    times: Annotated[int, Meta(ge=1)] | None = None
-    every: Annotated[int, Meta(ge=1)] = 1
+    times: Annotated[int, Meta(ge=1, le=INT32)] | None = None
+    every: Annotated[int, Meta(ge=1, le=INT32)] = 1
     probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
-    seed: int = 0
+    seed: Annotated[int, Meta(ge=-INT64 - 1, le=INT64)] = 0
     retry_after: Annotated[int, Meta(ge=0, le=86_400)] = 1
     latency_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
 
@@ -137,10 +142,10 @@ class MembershipChange(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Exactly one of ``start_days``, ``extend_days``, ``lapse``; ``retailer_id``: whose clock
     reads "now" (default: the server's)."""
 
-    start_days: Annotated[float, Meta(gt=0)] | None = None
-    extend_days: Annotated[float, Meta(gt=0)] | None = None
+    start_days: Annotated[float, Meta(gt=0, le=3_000_000)] | None = None
+    extend_days: Annotated[float, Meta(gt=0, le=3_000_000)] | None = None
     lapse: Literal[True] | None = None
-    retailer_id: int | None = None
+    retailer_id: Id | None = None
 
 
 class Snapshot(Struct, kw_only=True):

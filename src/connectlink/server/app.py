@@ -63,7 +63,7 @@ class Endpoint:
             started = time.perf_counter()
             request = Request(scope, receive)
             response = await respond(handler, request, self.render)
-            if self.controls is not None:  # before the answer goes: whoever reads finds it
+            if self.controls is not None:  # before the answer goes (controls.settle)
                 await self.controls.journal(request, response, started)
         await response(scope, receive, send)
 
@@ -136,8 +136,8 @@ def create_app(
     operations = for_settings(settings)
     ctx.api = ApiDocument.of(operations)
     ctx.faultable = frozenset(op.endpoint for op in operations
-                              if op.family not in _UNCONTROLLED)
-    controls = Controls(ctx) if settings.emulated else None
+                              if op.family not in _UNCONTROLLED and op.faultable)
+    ctx.controls = controls = Controls(ctx) if settings.emulated else None
     ctx.metrics = Metrics()
 
     @contextlib.asynccontextmanager

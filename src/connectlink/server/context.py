@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from connectlink import jsonio, security
 from connectlink.clock import Clock, Clocks, WallClocks
-from connectlink.emulator.clocks import StoredClocks
+from connectlink.emulator.clocks import EarliestClock, KnownClocks
 from connectlink.errors import MalformedJSON, RequestTimeout, RequestTooLarge
 from connectlink.linking import retention
 from connectlink.models import AccessToken
@@ -23,6 +23,7 @@ from connectlink.settings import Settings
 from connectlink.storage.base import Store
 
 if TYPE_CHECKING:
+    from connectlink.server.controls import Controls
     from connectlink.server.limits import Limiter
     from connectlink.server.observe.metrics import Metrics
     from connectlink.server.openapi import ApiDocument
@@ -42,12 +43,13 @@ class Context:
     sweeps: retention.Background | None = None  # started with the app unless the interval is 0
     # The endpoints ("POST /v2/oauth/token") the emulator's fault rules may name.
     faultable: frozenset[str] = frozenset()
+    controls: Controls | None = None  # the emulator's (server/controls.py), set by the factory
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(
             self.settings.access_token_ttl, self.settings.linking_token_ttl
         )
-        self.clocks = (StoredClocks(self.clock, lambda: self.db) if self.settings.emulated
+        self.clocks = (KnownClocks(self.clock) if self.settings.emulated
                        else WallClocks(self.clock))
 
     @property
@@ -69,12 +71,18 @@ class Context:
         self.sessions = SessionCookies(key, self.settings.session_ttl)
         if self.limiter is not None:
             await self.limiter.start()
+        if self.controls is not None:
+            await self.controls.start()
         if self.settings.sweep_interval > 0:  # retention (linking/retention.py)
-            self.sweeps = retention.Background(retention.Sweeper(self.db, self.clock),
+            swept_by = (EarliestClock(self.clocks) if isinstance(self.clocks, KnownClocks)
+                        else self.clock)
+            self.sweeps = retention.Background(retention.Sweeper(self.db, swept_by),
                                                self.settings.sweep_interval)
             self.sweeps.start()
 
     async def stop(self) -> None:
+        if self.controls is not None:
+            await self.controls.stop()
         if self.sweeps is not None:
             await self.sweeps.stop()
             self.sweeps = None

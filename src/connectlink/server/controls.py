@@ -1,7 +1,15 @@
 """The emulator's controls where the operation table applies them (docs/emulator.md): fault
 rules once the caller is identified and before the handler runs, and the journal entry once
-the answer is known, before it is sent (so whoever reads the journal after an answer finds
-it). Only the emulator profile has a ``Controls``; without one, not a statement more runs.
+the answer is known. Only the emulator profile has a ``Controls``; without one, not a
+statement more runs.
+
+The journal is written in batches: a request only appends its entry, before its answer is
+sent, and each worker writes what it holds in one transaction every few milliseconds (a
+write a request cost GET link half its throughput on SQLite). Whoever reads the journal
+(``settle``) first raises a barrier in the database and waits until every live worker has
+written out everything it held when it saw the barrier: so a reader finds every request that
+was answered before it asked, whichever worker or host answered it. A worker's entries not
+yet written when it is killed are lost (a few milliseconds' worth).
 
 Who the caller is, each kind of operation says (``operations.py``): the bearer token's
 retailer, the client a token request or a Login page names. A fault acts in one of three ways:
@@ -14,6 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from connectlink import errors, jsonio, security
 from connectlink.emulator import faults
+from connectlink.emulator.clocks import KnownClocks
 from connectlink.emulator.records import FaultRule, JournalEntry
 from connectlink.errors import ConnectError, ConnectLinkError
 from connectlink.oauth import grants, headers
@@ -35,6 +47,11 @@ from connectlink.server.observe.metrics import error_code
 from connectlink.server.protocol import DROP
 
 log = logging.getLogger("connectlink.emulator")
+BUSY_TICK, IDLE_TICK = 0.005, 0.05  # seconds between a worker's writes of its journal entries
+HEARTBEAT = 0.5  # seconds between a worker's "still here" when it has nothing else to say
+ALIVE = 2.0  # a worker not heard from for this long is gone: no reader waits for it
+SETTLE_TIMEOUT = 3.0  # how long a reader waits for the workers at most
+MAX_PENDING = 50_000  # entries a worker holds while the database does not take them
 NO_LIFETIME = TokenLifetimes(0, 0)
 # Body fields that carry a secret, journaled as fingerprints.
 _SECRET_FIELDS = ("linking_token", "code", "token")
@@ -57,10 +74,97 @@ class Dropped(Response):
 
 
 class Controls:
+    """One worker's side of the emulator's controls: the seam's fault rules and clocks as it
+    last read them, and the journal entries it holds until its next batch."""
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         # client pk -> client_id: a client's id never changes, so every worker may keep them.
         self._client_ids: dict[int, str | None] = {}
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.pending: list[JournalEntry] = []  # answered, not yet written
+        self._writer: asyncio.Task[None] | None = None
+        self._seen, self._beat, self._warned = -1, 0.0, 0.0
+        self.rules: dict[str, list[FaultRule]] = {}  # live rules by endpoint, as last read
+
+    # the journal's writer ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Read the controls and say so before the first request: a reader that raises the
+        barrier from now on waits for this worker too."""
+        await self._tick()
+        self._writer = asyncio.create_task(self._write_on(), name="connectlink-journal")
+
+    async def _reload(self) -> None:
+        """Read every retailer's clock and every live fault rule again (see ``_tick``)."""
+        clocks = self.ctx.clocks
+        assert isinstance(clocks, KnownClocks)
+        clocks.settings = await self.ctx.db.all_clocks()
+        self._client_ids = {}  # a reset or a restore may have given a pk to another client
+        rules: dict[str, list[FaultRule]] = {}
+        for rule in await self.ctx.db.live_faults():
+            rules.setdefault(rule.endpoint, []).append(rule)
+        self.rules = rules
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        try:
+            await self._write()
+            await self.ctx.db.worker_gone(self.worker)
+        except Exception:
+            log.warning("%d journal entries not written at shutdown", len(self.pending))
+
+    async def _write_on(self) -> None:
+        while True:
+            await asyncio.sleep(BUSY_TICK if self.pending else IDLE_TICK)
+            try:
+                await self._tick()
+            except Exception:  # the database is away: hold on to the entries, say so
+                del self.pending[:-MAX_PENDING]
+                if time.monotonic() - self._warned > 60:
+                    self._warned = time.monotonic()
+                    log.warning("journal entries not written (the database did not take "
+                                "them); %d held", len(self.pending), exc_info=True)
+
+    async def _tick(self) -> None:
+        """Look at the barrier, then write what is held: so that everything held when the
+        barrier was seen is written before the worker says it has reached it. A barrier that
+        moved may follow a change of the controls (``settle`` after a clock is moved or a rule
+        added): the clocks and rules are read again before the worker says it has seen it."""
+        barrier = await self.ctx.db.barrier()
+        if barrier != self._seen:
+            await self._reload()
+        await self._write()
+        now = time.time()  # the real time: heartbeats are no retailer's
+        if barrier != self._seen or now - self._beat >= HEARTBEAT:
+            await self.ctx.db.worker_seen(self.worker, barrier, now)
+            self._seen, self._beat = barrier, now
+
+    async def _write(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        try:
+            await self.ctx.db.journal(batch, self.ctx.settings.journal_size)
+        except BaseException:
+            self.pending[:0] = batch
+            raise
+
+    async def settle(self) -> None:
+        """Return once every request answered before the call, by any live worker, is in the
+        journal, and every live worker has read the clocks and rules as they stand (or after
+        ``SETTLE_TIMEOUT``, should a worker be too slow to say so)."""
+        await self._write()
+        barrier = await self.ctx.db.raise_barrier()
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while await self.ctx.db.workers_behind(barrier, time.time() - ALIVE):
+            if time.monotonic() > deadline:
+                log.warning("a worker has not written out its journal entries in %gs",
+                            SETTLE_TIMEOUT)
+                return
+            await asyncio.sleep(BUSY_TICK)
 
     # who ------------------------------------------------------------------------------------
     @staticmethod
@@ -100,8 +204,7 @@ class Controls:
         place, or None for the request to go on (delayed or changed, if a rule said so)."""
         if retailer_id is None:
             return None
-        rules = await self.ctx.db.fault_candidates(endpoint)
-        for rule in rules:
+        for rule in self.rules.get(endpoint, ()):
             if not faults.concerns(rule, retailer_id, client_id, grant_type):
                 continue
             counted = await self.ctx.db.match_fault(rule.id)
@@ -129,29 +232,25 @@ class Controls:
 
     # the journal ------------------------------------------------------------------------------
     async def journal(self, request: Request, response: Response, started: float) -> None:
-        """The request's entry in its retailer's journal, if it was identified as one's. A
-        journal that cannot be written is logged, never the request's failure."""
+        """The request's entry in its retailer's journal, if it was identified as one's: held
+        until the writer's next batch (see the module's docstring)."""
         who = request.scope.get("journal")
         if who is None or self.ctx.settings.journal_size == 0:
             return
         retailer_id, client_id = who
-        try:
-            clock = request.scope.get("clock") or await self.ctx.clocks.of(retailer_id)
-            error = request.scope.get("error")
-            await self.ctx.db.journal(JournalEntry(
-                retailer_id=retailer_id, at=clock.now(), method=request.method,
-                path=request.scope["path"], operation=request.scope.get("operation"),
-                status=response.status_code,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=REQUEST_ID.get() or "",
-                error_code=error_code(error) if isinstance(error, ConnectLinkError) else None,
-                error_key=error.key if isinstance(error, ConnectError) else None,
-                client_id=client_id, credential=_bearer_fingerprint(request),
-                secrets=_secrets(request, response), fault=request.scope.get("fault"),
-            ), self.ctx.settings.journal_size)
-        except Exception:  # the store is down, or the entry cannot be made: serve on
-            log.warning("journal entry for %s not written", request.scope.get("operation"),
-                        exc_info=True)
+        clock = request.scope.get("clock") or await self.ctx.clocks.of(retailer_id)
+        error = request.scope.get("error")
+        self.pending.append(JournalEntry(
+            retailer_id=retailer_id, at=clock.now(), method=request.method,
+            path=request.scope["path"], operation=request.scope.get("operation"),
+            status=response.status_code,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            request_id=REQUEST_ID.get() or "",
+            error_code=error_code(error) if isinstance(error, ConnectLinkError) else None,
+            error_key=error.key if isinstance(error, ConnectError) else None,
+            client_id=client_id, credential=_bearer_fingerprint(request),
+            secrets=_secrets(request, response), fault=request.scope.get("fault"),
+        ))
 
 
 def _refusal(cls: type[ConnectLinkError]) -> Callable[[FaultRule], ConnectLinkError]:
@@ -181,10 +280,11 @@ def _secrets(request: Request, response: Response) -> dict[str, str]:
         value = sent.get(name)
         if isinstance(value, str) and value:
             found[name] = security.fingerprint(value)
-    if response.status_code == 200 and request.scope.get("operation") == "issue_token":
-        issued = _fields(getattr(response, "body", b""), "application/json").get("access_token")
-        if isinstance(issued, str):
-            found["access_token"] = security.fingerprint(issued)
+    if response.status_code == 200:  # a token issued, or a sandbox consent's code
+        answered = _fields(getattr(response, "body", b""), "application/json")
+        for name in ("access_token", "code"):
+            if isinstance(answered.get(name), str):
+                found[name] = security.fingerprint(answered[name])
     location = response.headers.get("location")
     if location:
         code = parse_qs(urlsplit(location).query).get("code")

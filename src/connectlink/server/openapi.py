@@ -120,7 +120,7 @@ def _operation(op: Operation, operations: tuple[Operation, ...]) -> dict[str, An
         described["requestBody"] = {
             "required": True, "content": {m: {"schema": ref(op.request)} for m in media},
         }
-    described["responses"] = {"200": _success(op, operations), **_refusals(op)}
+    described["responses"] = {str(op.success): _success(op, operations), **_refusals(op)}
     if op.page:
         described["responses"] |= {
             "302": {"description": "Back to the client's redirect URI: a code, or an error"},

@@ -25,6 +25,7 @@ from connectlink import errors, text, wire
 from connectlink.emulator import wire as ew
 from connectlink.errors import BearerError, ConnectLinkError
 from connectlink.models import FULFILLMENT, AccessToken
+from connectlink.oauth.authorize import AuthorizationRequest
 from connectlink.oauth.requests import TokenRequest
 from connectlink.server import limits
 from connectlink.server.context import authorize, read_body, token_request
@@ -86,7 +87,8 @@ class Operation:
     scope: str | None = None
     request: type[Any] | None = None  # the documented body
     query: type[Any] | None = None  # the documented query parameters, as a Struct's fields
-    response: type[Any] | None = None  # the 200 body (None: a page or a redirect)
+    response: type[Any] | None = None  # the success's body (None: a page or a redirect)
+    success: int = 200  # the success's status
     errors: tuple[ConnectLinkError, ...] = ()
 
     @property
@@ -108,6 +110,11 @@ class Operation:
             body = _BODY if self.caller is Caller.CLIENT else (*_BODY, errors.MalformedJSON())
         limited = (errors.RateLimited(),) if self.bucket is not None else ()
         return (*self.errors, *common, *body, *limited, *_ANY)
+
+    @property
+    def faultable(self) -> bool:
+        """Does the emulator's seam see it (so that a fault rule may name it)?"""
+        return self.caller in (Caller.BEARER, Caller.CLIENT) or self.name in _NAMED_BY_CLIENT
 
     @property
     def endpoint(self) -> str:
@@ -228,7 +235,8 @@ def _page(handler: Handler, gate: limits.Gate | None, seam: _Seam) -> Handler:
                                   keep_blank_values=True)
             except (UnicodeDecodeError, ValueError):
                 pairs = []  # the page itself refuses it, as it always does
-        faulted = await seam.named(request, dict(pairs).get("client_id"))
+        named = AuthorizationRequest.from_pairs(pairs).client_id  # as the page will read it
+        faulted = await seam.named(request, named)
         return faulted if faulted is not None else await handler(request)
 
     return named
@@ -337,8 +345,8 @@ OPERATIONS = (
               request=ew.ClockChange, response=ew.Clock,
               errors=(*_ADMIN_WRITE, errors.RetailerNotFound(), errors.Invalid("advance_seconds"))),
     Operation("add_fault", "POST", "/_connectlink/faults", Family.ADMIN, Caller.ADMIN,
-              admin.add_fault, "Add a fault rule (201)", request=ew.FaultBody,
-              response=ew.Created,
+              admin.add_fault, "Add a fault rule", request=ew.FaultBody,
+              response=ew.Created, success=201,
               errors=(*_ADMIN_WRITE, errors.RetailerNotFound(), errors.Invalid("endpoint"),
                       errors.Blank("retailer_id"))),
     Operation("list_faults", "GET", "/_connectlink/faults", Family.ADMIN, Caller.ADMIN,

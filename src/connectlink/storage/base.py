@@ -217,6 +217,10 @@ class Store(Migratable, Protocol):
         """The retailer's virtual clock (the default ``ClockSetting()`` if never set)."""
         ...
 
+    async def all_clocks(self) -> dict[int, ClockSetting]:
+        """Every retailer's clock that is not the wall clock."""
+        ...
+
     async def set_clock(self, retailer_id: int, setting: ClockSetting) -> bool:
         """Store the retailer's clock (the default one: forget it). False if there is no such
         retailer."""
@@ -237,9 +241,8 @@ class Store(Migratable, Protocol):
         """Delete every rule; how many there were."""
         ...
 
-    async def fault_candidates(self, endpoint: str) -> list[FaultRule]:
-        """The rules for ``endpoint`` that are not spent, oldest first (whose caller they
-        concern, ``emulator/faults.concerns`` decides)."""
+    async def live_faults(self) -> list[FaultRule]:
+        """Every rule that is not spent, oldest first."""
         ...
 
     async def match_fault(self, fault_id: int) -> FaultRule | None:
@@ -252,8 +255,27 @@ class Store(Migratable, Protocol):
         the request goes unfaulted. Of racing workers, no more than ``times`` fire."""
         ...
 
-    async def journal(self, entry: JournalEntry, keep: int) -> None:
-        """Add an entry to its retailer's journal, of which the newest ``keep`` are kept."""
+    async def journal(self, entries: list[JournalEntry], keep: int) -> None:
+        """Add entries to their retailers' journals (one transaction), of which the newest
+        ``keep`` are kept."""
+        ...
+
+    # The journal's barrier (server/controls.py): workers write their entries in batches; a
+    # reader raises the barrier and waits until no live worker is behind it.
+    async def raise_barrier(self) -> int:
+        """One more than the barrier stood at, atomically; the new value."""
+        ...
+
+    async def barrier(self) -> int: ...
+
+    async def worker_seen(self, worker: str, barrier: int, now: float) -> None:
+        """The worker is alive at ``now`` and has written out its entries up to ``barrier``."""
+        ...
+
+    async def worker_gone(self, worker: str) -> None: ...
+
+    async def workers_behind(self, barrier: int, alive_since: float) -> int:
+        """How many workers heard from since ``alive_since`` have not reached ``barrier``."""
         ...
 
     async def read_journal(self, retailer_id: int, query: JournalQuery) -> list[JournalEntry]:

@@ -256,6 +256,12 @@ class EmulatorSQL(SQLBase):
         )
         return setting if setting is not None else ClockSetting()
 
+    async def all_clocks(self) -> dict[int, ClockSetting]:
+        async with self.db.connection() as db:
+            rows = await db.fetch(
+                "SELECT retailer_id, offset_seconds, frozen_at FROM retailer_clocks")
+        return {row[0]: ClockSetting(row[1], row[2]) for row in rows}
+
     async def set_clock(self, retailer_id: int, setting: ClockSetting) -> bool:
         async with self.db.transaction() as db:
             if await db.fetchrow("SELECT 1 FROM retailers WHERE id = ?", retailer_id) is None:
@@ -297,19 +303,16 @@ class EmulatorSQL(SQLBase):
         async with self.db.connection() as db:
             return await db.execute("DELETE FROM emulator_faults")
 
-    async def fault_candidates(self, endpoint: str) -> list[FaultRule]:
+    async def live_faults(self) -> list[FaultRule]:
         async with self.db.connection() as db:
             rows = await db.fetch(
-                f"SELECT {_FAULT_COLUMNS} FROM emulator_faults WHERE endpoint = ? AND {_LIVE} "
-                "ORDER BY id",
-                endpoint,
-            )
+                f"SELECT {_FAULT_COLUMNS} FROM emulator_faults WHERE {_LIVE} ORDER BY id")
         return [_fault(row) for row in rows]
 
     async def match_fault(self, fault_id: int) -> FaultRule | None:
         return await self._one(
             _fault,
-            "UPDATE emulator_faults SET matched = matched + 1 WHERE id = ? "
+            f"UPDATE emulator_faults SET matched = matched + 1 WHERE id = ? AND {_LIVE} "
             f"RETURNING {_FAULT_COLUMNS}",
             fault_id,
         )
@@ -337,20 +340,53 @@ class EmulatorSQL(SQLBase):
         "OFFSET ?)"
     )
 
-    async def journal(self, entry: JournalEntry, keep: int) -> None:
-        if keep <= 0:
+    async def journal(self, entries: list[JournalEntry], keep: int) -> None:
+        if keep <= 0 or not entries:
             return  # a journal that keeps nothing
-        retailer_id = entry.retailer_id
-        count = self._journaled.get(retailer_id, 0)
-        self._journaled[retailer_id] = count + 1
-        async with self.db.connection() as db:
-            await db.execute(self._INSERT_ENTRY, *_entry_values(entry))
-            if count % TRIM_EVERY == 0:  # the first insert too: a new worker tidies up
+        due: list[int] = []  # retailers whose journals are trimmed this time
+        for entry in entries:
+            count = self._journaled.get(entry.retailer_id, 0)
+            self._journaled[entry.retailer_id] = count + 1
+            if count % TRIM_EVERY == 0 and entry.retailer_id not in due:
+                due.append(entry.retailer_id)  # the first insert too: a new worker tidies up
+        async with self.db.transaction() as db:
+            await db.executemany(self._INSERT_ENTRY, [_entry_values(e) for e in entries])
+            for retailer_id in due:
                 await db.execute(
                     "DELETE FROM emulator_journal WHERE retailer_id = ? "
                     f"AND id <= {self._NTH_NEWEST}",
                     retailer_id, retailer_id, keep,
                 )
+
+    async def raise_barrier(self) -> int:
+        async with self.db.connection() as db:
+            row = await db.fetchrow(
+                "UPDATE emulator_barrier SET value = value + 1 WHERE id = 1 RETURNING value")
+        assert row is not None, "migration 5 makes the barrier's row"
+        return int(row[0])
+
+    async def barrier(self) -> int:
+        async with self.db.connection() as db:
+            row = await db.fetchrow("SELECT value FROM emulator_barrier WHERE id = 1")
+        return int(row[0]) if row is not None else 0
+
+    async def worker_seen(self, worker: str, barrier: int, now: float) -> None:
+        async with self.db.connection() as db:
+            await db.execute(
+                "INSERT INTO emulator_workers (worker, heartbeat_at, barrier) VALUES (?, ?, ?) "
+                "ON CONFLICT (worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
+                "barrier = excluded.barrier", worker, now, barrier)
+
+    async def worker_gone(self, worker: str) -> None:
+        async with self.db.connection() as db:
+            await db.execute("DELETE FROM emulator_workers WHERE worker = ?", worker)
+
+    async def workers_behind(self, barrier: int, alive_since: float) -> int:
+        async with self.db.connection() as db:
+            row = await db.fetchrow(
+                "SELECT count(*) FROM emulator_workers WHERE heartbeat_at >= ? AND barrier < ?",
+                alive_since, barrier)
+        return int(row[0]) if row is not None else 0
 
     async def read_journal(self, retailer_id: int, query: JournalQuery) -> list[JournalEntry]:
         where, args = ["retailer_id = ?"], [retailer_id]
@@ -414,12 +450,17 @@ class EmulatorSQL(SQLBase):
 
     async def restore(self, tables: Tables) -> None:
         checked = _checked(tables)
-        async with self.db.transaction() as db:
-            await self._empty(db)
-            for table, columns, rows in checked:
-                if rows:
-                    await db.executemany(self._insert(table, columns), rows)
-            await self._renumber(db)
+        try:
+            async with self.db.transaction() as db:
+                await self._empty(db)
+                for table, columns, rows in checked:
+                    if rows:
+                        await db.executemany(self._insert(table, columns), rows)
+                await self._renumber(db)
+        except Exception as exc:  # rolled back: rows that break a rule of the schema
+            if self.db.is_bad_data(exc):
+                raise ValueError(f"the snapshot's rows break the schema: {exc}") from None
+            raise
 
     async def reset(self) -> None:
         async with self.db.transaction() as db:

@@ -47,6 +47,10 @@ class Engine(Protocol):
 
     def is_unique_violation(self, exc: BaseException) -> bool: ...
 
+    def is_bad_data(self, exc: BaseException) -> bool:
+        """Did the database refuse the values written (a constraint, a type's range)?"""
+        ...
+
     async def table_exists(self, db: Connection, name: str) -> bool: ...
 
     async def is_empty(self, db: Connection) -> bool:

@@ -141,6 +141,10 @@ class PostgresEngine:
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, asyncpg.UniqueViolationError)
 
+    def is_bad_data(self, exc: BaseException) -> bool:
+        return isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.DataError
+                          | OverflowError)
+
     async def table_exists(self, db: Any, name: str) -> bool:
         row = await db.fetchrow("SELECT to_regclass(CAST(? AS TEXT)) IS NOT NULL", name)
         return bool(row and row[0])

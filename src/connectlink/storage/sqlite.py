@@ -249,6 +249,9 @@ class SQLiteEngine:
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
+    def is_bad_data(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError)
+
     async def table_exists(self, db: Any, name: str) -> bool:
         row = await db.fetchrow(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name

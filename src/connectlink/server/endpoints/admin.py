@@ -14,12 +14,14 @@ from typing import Any, Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectlink import errors, jsonio
+from connectlink import errors, jsonio, text
 from connectlink.emulator import clocks, faults, lifecycle
 from connectlink.emulator import records as er
 from connectlink.emulator import wire as ew
 from connectlink.errors import Invalid
-from connectlink.oauth import headers
+from connectlink.linking.links import iso_utc
+from connectlink.models import InstacartAccount
+from connectlink.oauth import grants, headers
 from connectlink.server.context import Context, context, json_object, read_body
 from connectlink.server.render import json_response
 
@@ -46,11 +48,20 @@ def guarded(handler: Handler, write: bool) -> Handler:
     return admitted
 
 
+# A request a proxy forwarded: its peer address is the proxy's, or one a header claimed.
+_FORWARDED = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 def _admitted(request: Request, admin_token: str | None) -> bool:
+    """The admin token; else the loopback interface, asked for by a loopback name, and not
+    through a proxy (whose forwarded address may be anyone's word: uvicorn believes
+    ``X-Forwarded-For`` from the proxies ``--forwarded-allow-ips`` names)."""
     presented = headers.credentials(request.headers.get("authorization"), "bearer")
     if admin_token and presented and hmac.compare_digest(presented.encode(),
                                                          admin_token.encode()):
         return True
+    if any(name in request.headers for name in _FORWARDED):
+        return False
     peer = request.client.host if request.client else ""
     try:
         loopback = ipaddress.ip_address(peer).is_loopback
@@ -71,8 +82,19 @@ def _media_type(request: Request) -> str:
 
 
 # times ----------------------------------------------------------------------------------------
+LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last instant the wire's times can say
+
+
 def iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return iso_utc(at)
+
+
+def bounded(at: float, key: str) -> float:
+    """An instant the wire can write (1970 to 9999), or the key's refusal, before anything
+    is stored."""
+    if not 0 <= at <= LATEST:
+        raise Invalid(key)
+    return at
 
 
 def parse_time(value: str, key: str) -> float:
@@ -128,14 +150,16 @@ async def move_clock(request: Request) -> Response:
     wall = ctx.clock.now()
     setting = await ctx.db.get_clock(retailer_id)
     if how == "advance_seconds":
-        setting = clocks.advanced(setting, wall, change.advance_seconds or 0.0)
+        setting = clocks.advanced(setting, change.advance_seconds or 0.0)
     elif how == "set":
         setting = clocks.set_to(setting, wall, parse_time(change.set or "", "set"))
     elif how == "freeze":
         setting = clocks.frozen(setting, wall, bool(change.freeze))
     else:
         setting = er.ClockSetting()
+    bounded(setting.now(wall), how)
     await ctx.db.set_clock(retailer_id, setting)
+    await _settled(ctx)  # every worker reads it before this answer goes
     return json_response(_clock_body(setting, wall))
 
 
@@ -156,8 +180,10 @@ async def add_fault(request: Request) -> Response:
         raise errors.Blank("retailer_id")
     if body.retailer_id is not None and await ctx.db.get_retailer(body.retailer_id) is None:
         raise errors.RetailerNotFound()
-    if body.client_id is not None and await ctx.db.get_client(body.client_id) is None:
-        raise Invalid("client_id")
+    if body.client_id is not None:
+        client = await grants.find_client(ctx.db, body.client_id)
+        if client is None or body.retailer_id not in (None, client.retailer_id):
+            raise Invalid("client_id")  # no such client, or another retailer's
     if body.endpoint not in ctx.faultable:
         raise Invalid("endpoint")
     if faults.misplaced(body.fault, body.endpoint):
@@ -165,7 +191,9 @@ async def add_fault(request: Request) -> Response:
     rule = er.FaultRule(0, body.retailer_id, body.client_id, body.endpoint, body.fault,
                         body.times, body.every, body.probability, body.seed, body.retry_after,
                         body.latency_ms)
-    return json_response(ew.Created(await ctx.db.add_fault(rule, ctx.clock.now())), 201)
+    created = await ctx.db.add_fault(rule, ctx.clock.now())
+    await _settled(ctx)  # every worker knows the rule before this answer goes
+    return json_response(ew.Created(created), 201)
 
 
 async def list_faults(request: Request) -> Response:
@@ -174,14 +202,19 @@ async def list_faults(request: Request) -> Response:
 
 
 async def delete_fault(request: Request) -> Response:
+    ctx = context(request)
     raw = request.path_params["fault_id"]
-    if not (_is_id(raw) and await context(request).db.delete_fault(int(raw))):
+    if not (_is_id(raw) and await ctx.db.delete_fault(int(raw))):
         raise errors.FaultNotFound()
+    await _settled(ctx)
     return json_response(ew.Success())
 
 
 async def clear_faults(request: Request) -> Response:
-    return json_response(ew.Deleted(deleted=await context(request).db.clear_faults()))
+    ctx = context(request)
+    deleted = await ctx.db.clear_faults()
+    await _settled(ctx)
+    return json_response(ew.Deleted(deleted=deleted))
 
 
 # the journal ------------------------------------------------------------------------------------
@@ -198,15 +231,34 @@ async def read_journal(request: Request) -> Response:
     ctx = context(request)
     retailer_id = await _retailer_id(ctx, request)
     q = request.query_params
+    unknown = set(q) - _JOURNAL_FILTERS
+    if unknown:
+        raise Invalid(min(unknown))
+    for name in ("path", "operation"):
+        if name in q and not text.clean(q[name]):
+            raise Invalid(name)
+    if "limit" in q and _int(q["limit"], "limit") == 0:
+        raise Invalid("limit")
     size = ctx.settings.journal_size
     query = er.JournalQuery(
         limit=min(_int(q["limit"], "limit"), size) if "limit" in q else size, keep=size,
         path=q.get("path"), operation=q.get("operation"),
-        status=_int(q["status"], "status") if "status" in q else None,
+        status=_status(q["status"]) if "status" in q else None,
         since=parse_time(q["since"], "since") if "since" in q else None,
         until=parse_time(q["until"], "until") if "until" in q else None)
+    await _settled(ctx)
     entries = await ctx.db.read_journal(retailer_id, query)
     return json_response(ew.Journal([_entry_body(entry) for entry in entries]))
+
+
+_JOURNAL_FILTERS = frozenset(ew.JournalQuery.__struct_fields__)
+
+
+def _status(value: str) -> int:
+    status = _int(value, "status")
+    if not 0 <= status <= 999:
+        raise Invalid("status")
+    return status
 
 
 # token lifecycles -------------------------------------------------------------------------------
@@ -222,6 +274,7 @@ async def token_lifecycle(request: Request) -> Response:
     if secret is None:
         raise errors.SecretNotFound()
     limit = ctx.settings.journal_size
+    await _settled(ctx)
     if secret.kind == er.ACCESS_TOKEN:
         query = er.JournalQuery(limit=limit, keep=limit, credential=fingerprint)
     else:
@@ -237,11 +290,12 @@ async def token_lifecycle(request: Request) -> Response:
 
 
 # memberships ------------------------------------------------------------------------------------
-async def _account_id(ctx: Context, request: Request) -> int:
+async def _account(ctx: Context, request: Request) -> InstacartAccount:
     raw = request.path_params["account_id"]
-    if _is_id(raw) and await ctx.db.get_instacart_account(int(raw)) is not None:
-        return int(raw)
-    raise errors.InstacartUserNotFound()
+    account = await ctx.db.get_instacart_account(int(raw)) if _is_id(raw) else None
+    if account is None:
+        raise errors.InstacartUserNotFound()
+    return account
 
 
 async def _now_for(ctx: Context, retailer_id: int | None) -> float:
@@ -259,22 +313,18 @@ def _membership_body(account_id: int, expires_at: float | None, now: float) -> e
 
 async def read_membership(request: Request) -> Response:
     ctx = context(request)
-    account_id = await _account_id(ctx, request)
+    account = await _account(ctx, request)
     raw = request.query_params.get("retailer_id")
     now = await _now_for(ctx, _int(raw, "retailer_id") if raw is not None else None)
-    account = await ctx.db.get_instacart_account(account_id)
-    assert account is not None
-    return json_response(_membership_body(account_id, account.membership_expires_at, now))
+    return json_response(_membership_body(account.id, account.membership_expires_at, now))
 
 
 async def change_membership(request: Request) -> Response:
     ctx = context(request)
-    account_id = await _account_id(ctx, request)
+    account = await _account(ctx, request)
     change = ew.read(await json_object(request), ew.MembershipChange)
     how = _one_of(change, ("start_days", "extend_days", "lapse"))
     now = await _now_for(ctx, change.retailer_id)
-    account = await ctx.db.get_instacart_account(account_id)
-    assert account is not None
     ends: float | None
     if how == "start_days":
         ends = now + (change.start_days or 0) * DAY
@@ -283,15 +333,24 @@ async def change_membership(request: Request) -> Response:
         ends = max(current if current is not None else now, now) + (change.extend_days or 0) * DAY
     else:
         ends = now  # not a member from this instant on
-    updated = await ctx.db.set_membership(account_id, ends)
+    updated = await ctx.db.set_membership(account.id, bounded(ends, how))
     if updated is None:
         raise errors.InstacartUserNotFound()
-    return json_response(_membership_body(account_id, updated.membership_expires_at, now))
+    return json_response(_membership_body(account.id, updated.membership_expires_at, now))
 
 
 # snapshots --------------------------------------------------------------------------------------
+async def _settled(ctx: Context) -> None:
+    """Every request answered so far in the journal, and every worker reading the clocks and
+    rules as they stand (``controls.settle``): before the journal is read or the state taken,
+    replaced or emptied, and after a clock or the rules change."""
+    if ctx.controls is not None:
+        await ctx.controls.settle()
+
+
 async def snapshot(request: Request) -> Response:
     ctx = context(request)
+    await _settled(ctx)
     schema, tables = await ctx.db.snapshot()
     return json_response(ew.Snapshot(format=SNAPSHOT_FORMAT, version=SNAPSHOT_VERSION,
                                      schema=schema, taken_at=iso(ctx.clock.now()),
@@ -315,13 +374,18 @@ async def restore(request: Request) -> Response:
             f"{schema!r}; this server restores {SNAPSHOT_FORMAT!r} version "
             f"{SNAPSHOT_VERSION} of schema {current}")
     body = ew.read(decoded, ew.Snapshot)
+    await _settled(ctx)
     try:
         await ctx.db.restore(body.tables)
     except ValueError:
         raise Invalid("tables") from None
+    await _settled(ctx)  # the restored clocks and rules, in every worker
     return json_response(ew.Success())
 
 
 async def reset(request: Request) -> Response:
-    await context(request).db.reset()
+    ctx = context(request)
+    await _settled(ctx)
+    await ctx.db.reset()
+    await _settled(ctx)
     return json_response(ew.Success())

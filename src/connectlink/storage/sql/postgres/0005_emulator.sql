@@ -49,3 +49,16 @@ CREATE TABLE emulator_journal (
     fault        TEXT
 );
 CREATE INDEX emulator_journal_by_retailer ON emulator_journal (retailer_id, id);
+
+-- Each worker journals in batches (server/controls.py); a reader of the journal raises the
+-- barrier and waits until every live worker has written out what it held when it saw it.
+CREATE TABLE emulator_workers (
+    worker        TEXT PRIMARY KEY,                -- "host:pid:random"
+    heartbeat_at  DOUBLE PRECISION NOT NULL,       -- not heard from in 2 seconds: gone
+    barrier       BIGINT NOT NULL DEFAULT 0        -- the last barrier it has written out for
+);
+CREATE TABLE emulator_barrier (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    value  BIGINT NOT NULL
+);
+INSERT INTO emulator_barrier (id, value) VALUES (1, 0);
