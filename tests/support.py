@@ -48,6 +48,13 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 OTHER_REDIRECT_URI = "https://shop.example/checkout/instacart"
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol of a test's own ASGI app, which has nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 class PromptServer(uvicorn.Server):
     """uvicorn's server, which notices a stop at once: its own main loop looks every 0.1 s,
     which made stopping the larger part of a short test's cost."""

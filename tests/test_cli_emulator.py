@@ -9,7 +9,6 @@ import io
 import json
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,16 +16,13 @@ import pytest
 
 from conftest import START, make_emulator, upgraded
 from connectlink.clock import ManualClock
+from connectlink.linking.links import iso_utc as iso
 from connectlink.settings import Settings
 from support import Emulator, Retailer, ThreadServer, cli
 from test_cli import CLI
 
 ADMIN_TOKEN = "an-admin-token-for-the-cli-tests"
 GET_USER = "GET /v2/fulfillment/users/{user_id}"
-
-
-def iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 @pytest.fixture

@@ -43,7 +43,16 @@ from connectlink.clock import SystemClock
 from connectlink.linking import retailers
 from connectlink.storage import using_store
 from connectlink.testing import InProcessEmulator, RetailerCredentials
-from support import REDIRECT_URI, AppServer, Emulator, Retailer, ServeProcess, query_sql, run_sync
+from support import (
+    REDIRECT_URI,
+    AppServer,
+    Emulator,
+    Retailer,
+    ServeProcess,
+    lifespan,
+    query_sql,
+    run_sync,
+)
 from test_error_table import CASES, Case, World
 
 FAST = RetryPolicy(max_retries=3, base=0.001, cap=0.01)
@@ -238,9 +247,7 @@ class Scripted:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
         body = b""
         while True:

@@ -38,19 +38,16 @@ from connectlink.client import (
 )
 from connectlink.client import emulator as admin_calls
 from connectlink.emulator import wire as ew
+from connectlink.linking.links import iso_utc as iso
 from connectlink.security import fingerprint
 from connectlink.testing import InProcessEmulator
-from support import AppServer, Emulator, Retailer
+from support import AppServer, Emulator, Retailer, lifespan
 
 FAST = RetryPolicy(max_retries=3, base=0.001, cap=0.01)
 DAY = 86_400
 ADMIN_TOKEN = "an-admin-token-for-the-tests"
 GET_USER = "GET /v2/fulfillment/users/{user_id}"
 LINK = "POST /v2/fulfillment/users/{user_id}/link"
-
-
-def iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 @pytest.fixture
@@ -479,9 +476,7 @@ class Unavailable:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
         while (await receive()).get("more_body"):
             pass

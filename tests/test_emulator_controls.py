@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import START, make_emulator, upgraded
+from connectlink.linking.links import iso_utc as iso
 from connectlink.settings import Settings
 from connectlink.testing import InProcessEmulator
 from support import Emulator, Retailer, ServeProcess, run_sync
@@ -23,10 +24,6 @@ DAY = 86_400
 
 def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-
-def iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def rid(shop: Retailer) -> int:
