@@ -5,11 +5,10 @@ package's entry point (as test_readme_sdk runs the SDK section's fixture example
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 from test_readme import section
-from test_readme_sdk import FENCE, PYTHON, retailer_env
+from test_readme_sdk import FENCE, passes_as_a_retailers_tests
 
 SECTION = "Testing your integration"
 
@@ -19,12 +18,7 @@ def test_the_retailers_tests_in_the_readme_pass(tmp_path: Path) -> None:
     [code] = [fence.group(2) for fence in FENCE.finditer(text) if fence.group(1) == "python"]
     promised = re.search(r"`pytest -q`: (\d+) passed", text)
     assert promised is not None and int(promised.group(1)) == code.count("\ndef test_")
-    (tmp_path / "test_integration.py").write_text(code)
-    done = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=180,
-                          check=False, env=retailer_env())
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{promised.group(1)} passed" in done.stdout, done.stdout
+    passes_as_a_retailers_tests(code, int(promised.group(1)), tmp_path)
 
 
 def test_the_section_names_the_wire_reference_and_it_exists() -> None:
