@@ -578,3 +578,19 @@ def test_a_restore_that_breaks_the_schema_is_a_400_and_changes_nothing(
     answer = admin.http.post("/_connectlink/restore", json=snapshot)
     assert answer.status_code == 400 and answer.json()["meta"] == {"key": "tables"}
     assert shop.get("/v2/fulfillment/users/u1").status_code == 200
+
+
+def test_requests_refused_by_a_rate_limit_or_a_fault_are_journaled_whole(
+    database_url: str,
+) -> None:
+    for emulator in make_emulator(database_url, rate_limit_api=1):
+        admin, shop = Admin(emulator.http), emulator.retailer()
+        statuses = [shop.get("/v2/fulfillment/users/nobody").status_code for _ in range(5)]
+        assert 429 in statuses
+        journaled = [e["status"] for e in admin.journal(shop, operation="get_user")]
+        assert sorted(journaled) == sorted(statuses)
+        token = "a-linking-token-that-a-fault-refuses"
+        admin.fault(shop, LINK, "503", times=1)
+        assert shop.link("u1", token).status_code in {503, 429}
+        [faulted] = admin.journal(shop, operation="link")
+        assert faulted["secrets"] == {"linking_token": fingerprint(token)}

@@ -21,6 +21,7 @@ a token with no lifetime), leaving the handler to do the rest as it always does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -41,7 +42,7 @@ from connectlink.emulator.records import FaultRule, JournalEntry
 from connectlink.errors import ConnectError, ConnectLinkError
 from connectlink.oauth import grants, headers
 from connectlink.oauth.grants import TokenLifetimes
-from connectlink.server.context import Context
+from connectlink.server.context import Context, read_body
 from connectlink.server.observe.logs import REQUEST_ID
 from connectlink.server.observe.metrics import error_code
 from connectlink.server.protocol import DROP
@@ -238,6 +239,9 @@ class Controls:
         if who is None or self.ctx.settings.journal_size == 0:
             return
         retailer_id, client_id = who
+        if "fault" in request.scope and "body" not in request.scope:
+            with contextlib.suppress(Exception):  # a fault answered before the body was read:
+                await read_body(request)  # its secrets are journaled all the same
         clock = request.scope.get("clock") or await self.ctx.clocks.of(retailer_id)
         error = request.scope.get("error")
         self.pending.append(JournalEntry(

@@ -185,10 +185,11 @@ def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None,
             if gate is not None:
                 await gate(_address(request))
             raise
-        if gate is not None:
-            await gate(limits.client_key(token.client_pk))
+        # The emulator's seam first: a request the limit refuses is journaled all the same.
         if seam is not None and (faulted := await seam.bearer(request, token)) is not None:
             return faulted
+        if gate is not None:
+            await gate(limits.client_key(token.client_pk))
         return await handler(request, token)
 
     return limited
@@ -206,13 +207,13 @@ def _client(handler: ClientHandler, gate: limits.Gate | None, seam: _Seam | None
                 await gate(_address(request))
             raise
         named = parsed.credentials.client_id if parsed.credentials is not None else None
-        if gate is not None:
-            await gate(limits.client_id_key(named) if named is not None and
-                       text.identifier(named) else _address(request))
-        if seam is not None:
+        if seam is not None:  # first, as for a bearer
             faulted = await seam.named(request, named, parsed.get("grant_type"))
             if faulted is not None:
                 return faulted
+        if gate is not None:
+            await gate(limits.client_id_key(named) if named is not None and
+                       text.identifier(named) else _address(request))
         return await handler(request, parsed)
 
     return identified
@@ -225,8 +226,6 @@ _NAMED_BY_CLIENT = {"authorize", "decide", "sign_in", "sign_out"}
 
 def _page(handler: Handler, gate: limits.Gate | None, seam: _Seam) -> Handler:
     async def named(request: Request) -> Response:
-        if gate is not None:
-            await gate(_address(request))
         if request.method == "GET":
             pairs = parse_qsl(request.url.query, keep_blank_values=True)
         else:  # read once: the page reads the same bytes again (context.read_body)
@@ -237,7 +236,11 @@ def _page(handler: Handler, gate: limits.Gate | None, seam: _Seam) -> Handler:
                 pairs = []  # the page itself refuses it, as it always does
         named = AuthorizationRequest.from_pairs(pairs).client_id  # as the page will read it
         faulted = await seam.named(request, named)
-        return faulted if faulted is not None else await handler(request)
+        if faulted is not None:
+            return faulted
+        if gate is not None:
+            await gate(_address(request))
+        return await handler(request)
 
     return named
 
