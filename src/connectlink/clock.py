@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol
-
-from connectlink.emulator.records import ClockSetting
 
 
 class Clock(Protocol):
@@ -38,6 +37,22 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             return self._now
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSetting:
+    """A retailer's virtual clock: the wall clock plus ``offset`` seconds, or stopped at
+    ``frozen_at``. The default is the wall clock itself."""
+
+    offset: float = 0.0
+    frozen_at: float | None = None
+
+    def now(self, wall: float) -> float:
+        return self.frozen_at if self.frozen_at is not None else wall + self.offset
+
+    @property
+    def is_wall(self) -> bool:
+        return self.frozen_at is None and self.offset == 0.0
 
 
 class OffsetClock:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectlink.emulator.records import ACCESS_TOKEN, JournalEntry, StoredSecret
+from connectlink.emulator.records import ACCESS_TOKEN, EventName, JournalEntry, StoredSecret
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    event: str  # issued, used, revoked, expired
+    event: EventName
     at: float
     request_id: str | None = None
 

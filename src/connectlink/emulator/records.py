@@ -4,26 +4,19 @@ domain."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-ACCESS_TOKEN, LINKING_TOKEN = "access_token", "linking_token"
-AUTHORIZATION_CODE = "authorization_code"
+# A retailer's virtual clock is a record of the store's too; the clocks define it.
+from connectlink.clock import ClockSetting as ClockSetting
 
-
-@dataclass(frozen=True, slots=True)
-class ClockSetting:
-    """A retailer's virtual clock: the wall clock plus ``offset`` seconds, or stopped at
-    ``frozen_at``. The default is the wall clock itself."""
-
-    offset: float = 0.0
-    frozen_at: float | None = None
-
-    def now(self, wall: float) -> float:
-        return self.frozen_at if self.frozen_at is not None else wall + self.offset
-
-    @property
-    def is_wall(self) -> bool:
-        return self.frozen_at is None and self.offset == 0.0
+# The names the wire uses (emulator/wire.py), as types.
+FaultName = Literal["429", "503", "500", "latency", "drop", "invalid_grant",
+                    "linking_token_invalid", "deny", "expired_token"]
+SecretKind = Literal["access_token", "linking_token", "authorization_code"]
+EventName = Literal["issued", "used", "revoked", "expired"]
+ACCESS_TOKEN: SecretKind = "access_token"
+LINKING_TOKEN: SecretKind = "linking_token"
+AUTHORIZATION_CODE: SecretKind = "authorization_code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +28,7 @@ class FaultRule:
     retailer_id: int | None
     client_id: str | None
     endpoint: str  # "POST /v2/fulfillment/users/{user_id}/link": method and path template
-    fault: str  # one of emulator/wire.py's Fault
+    fault: FaultName
     times: int | None = None  # fire at most this many times; None: no limit
     every: int = 1  # fire on every Nth matching request
     probability: float = 1.0
@@ -69,7 +62,7 @@ class JournalEntry:
     client_id: str | None = None
     credential: str | None = None  # the bearer token's fingerprint
     secrets: dict[str, str] = field(default_factory=dict)  # body field -> fingerprint
-    fault: str | None = None  # the fault that answered it
+    fault: FaultName | None = None  # the fault that answered it
     id: int = 0  # given by the store
 
 
@@ -94,7 +87,7 @@ class JournalQuery:
 class StoredSecret:
     """What the store holds of a token, linking token or code, found by its fingerprint."""
 
-    kind: str  # ACCESS_TOKEN, LINKING_TOKEN or AUTHORIZATION_CODE
+    kind: SecretKind
     retailer_id: int
     created_at: float
     expires_at: float

@@ -11,13 +11,13 @@ import msgspec
 from msgspec import Meta, Struct
 
 from connectlink import wire
+from connectlink.emulator.records import EventName, FaultName, SecretKind
 from connectlink.errors import Blank, ConnectError, Invalid
 
 LATEST = 253_402_300_799  # 9999-12-31T23:59:59Z: the last instant a Time can say
 Time = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
                            examples=["2026-12-02T10:00:00Z"])]
-Fault = Literal["429", "503", "500", "latency", "drop", "invalid_grant",
-                "linking_token_invalid", "deny", "expired_token"]
+Fault = FaultName
 Fingerprint = Annotated[str, Meta(pattern=r"^[0-9a-f]{16}$",
                                   description="The first 16 hex digits of the secret's SHA-256")]
 
@@ -120,14 +120,14 @@ class JournalQuery(Struct, kw_only=True, omit_defaults=True):
 
 
 class TokenEvent(Struct, omit_defaults=True):
-    event: Literal["issued", "used", "revoked", "expired"]
+    event: EventName
     at: Time
     request_id: str | None = None
 
 
 class TokenLifecycle(Struct):
     fingerprint: Fingerprint
-    kind: Literal["access_token", "linking_token", "authorization_code"]
+    kind: SecretKind
     retailer_id: int
     events: list[TokenEvent]
 

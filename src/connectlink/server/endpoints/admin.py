@@ -167,7 +167,7 @@ async def move_clock(request: Request) -> Response:
 def _rule_body(rule: er.FaultRule) -> ew.FaultRule:
     return ew.FaultRule(
         id=rule.id, retailer_id=rule.retailer_id, client_id=rule.client_id,
-        endpoint=rule.endpoint, fault=rule.fault,  # type: ignore[arg-type]
+        endpoint=rule.endpoint, fault=rule.fault,
         times=rule.times, every=rule.every, probability=rule.probability, seed=rule.seed,
         retry_after=rule.retry_after, latency_ms=rule.latency_ms, matched=rule.matched,
         fired=rule.fired, created_at=iso(rule.created_at))
@@ -224,7 +224,7 @@ def _entry_body(entry: er.JournalEntry) -> ew.JournalEntry:
         operation=entry.operation, status=entry.status, error_code=entry.error_code,
         error_key=entry.error_key, latency_ms=entry.latency_ms, request_id=entry.request_id,
         client_id=entry.client_id, credential=entry.credential, secrets=entry.secrets,
-        fault=entry.fault)  # type: ignore[arg-type]
+        fault=entry.fault)
 
 
 async def read_journal(request: Request) -> Response:
@@ -283,9 +283,9 @@ async def token_lifecycle(request: Request) -> Response:
     uses = await ctx.db.read_journal(secret.retailer_id, query)
     now = (await ctx.clocks.of(secret.retailer_id)).now()
     return json_response(ew.TokenLifecycle(
-        fingerprint=fingerprint, kind=secret.kind,  # type: ignore[arg-type]
+        fingerprint=fingerprint, kind=secret.kind,
         retailer_id=secret.retailer_id,
-        events=[ew.TokenEvent(e.event, iso(e.at), e.request_id)  # type: ignore[arg-type]
+        events=[ew.TokenEvent(e.event, iso(e.at), e.request_id)
                 for e in lifecycle.events(secret, uses, now)]))
 
 
