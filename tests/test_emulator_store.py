@@ -91,18 +91,19 @@ def test_a_clock_is_kept_per_retailer_and_the_wall_clock_has_no_row(database_url
         first = (await new_retailer(store, "One")).retailer_id
         second = (await new_retailer(store, "Two")).retailer_id
         seen: list[Any] = [await store.get_clock(first)]
-        assert await store.set_clock(first, ClockSetting(offset=3600.5))
+        assert await store.change_clock(first, lambda _: ClockSetting(offset=3600.5))
         seen += [await store.get_clock(first), await store.get_clock(second)]
-        assert await store.set_clock(first, ClockSetting(frozen_at=START))
+        assert await store.change_clock(first, lambda _: ClockSetting(frozen_at=START))
         seen.append(await store.get_clock(first))
-        assert await store.set_clock(second, ClockSetting(offset=-60.0))
-        assert await store.set_clock(first, ClockSetting())  # back to the wall clock
-        seen += [await store.get_clock(first), await store.set_clock(999, ClockSetting(1.0))]
+        assert await store.change_clock(second, lambda _: ClockSetting(offset=-60.0))
+        assert await store.change_clock(first, lambda _: ClockSetting())  # back to the wall clock
+        seen += [await store.get_clock(first),
+                 await store.change_clock(999, lambda _: ClockSetting(1.0))]
         return seen
 
     assert on_store(database_url, clocks) == [
         ClockSetting(), ClockSetting(offset=3600.5), ClockSetting(),
-        ClockSetting(frozen_at=START), ClockSetting(), False,
+        ClockSetting(frozen_at=START), ClockSetting(), None,
     ]
     assert query_sql(database_url, "SELECT retailer_id, offset_seconds, frozen_at "
                                    "FROM retailer_clocks") == [(2, -60.0, None)]
@@ -150,10 +151,10 @@ def test_the_live_rules_are_every_rule_not_spent_oldest_first(database_url: str)
 def test_every_clock_that_is_not_the_wall_clock(database_url: str) -> None:
     async def clocks(store: Store) -> list[dict[int, ClockSetting]]:
         one, two = await new_retailer(store, "One"), await new_retailer(store, "Two")
-        await store.set_clock(one.retailer_id, ClockSetting(offset=60))
-        await store.set_clock(two.retailer_id, ClockSetting(frozen_at=START))
+        await store.change_clock(one.retailer_id, lambda _: ClockSetting(offset=60))
+        await store.change_clock(two.retailer_id, lambda _: ClockSetting(frozen_at=START))
         both = await store.all_clocks()
-        await store.set_clock(one.retailer_id, ClockSetting())
+        await store.change_clock(one.retailer_id, lambda _: ClockSetting())
         return [both, await store.all_clocks(), {one.retailer_id: ClockSetting(offset=60),
                                                   two.retailer_id: ClockSetting(frozen_at=START)}]
 
@@ -352,14 +353,14 @@ def test_a_fingerprint_covers_its_digests_and_no_other(database_url: str) -> Non
     assert on_store(database_url, find) == [1.0, 2.0, 3.0, 4.0, 5.0, None]
 
 
-def test_a_membership_is_set_and_lapsed(database_url: str) -> None:
+def test_a_membership_is_changed_and_lapsed(database_url: str) -> None:
     async def memberships(store: Store) -> list[Any]:
         account = await store.create_instacart_account("m@example.com", "1", "hash", None, START)
         assert account is not None
-        started = await store.set_membership(account.id, START + 30 * DAY)
+        started = await store.change_membership(account.id, lambda _: START + 30 * DAY)
         stored = await store.get_instacart_account(account.id)
-        lapsed = await store.set_membership(account.id, None)
-        return [started, stored, lapsed, await store.set_membership(999, START)]
+        lapsed = await store.change_membership(account.id, lambda ends: None)
+        return [started, stored, lapsed, await store.change_membership(999, lambda _: START)]
 
     started, stored, lapsed, unknown = on_store(database_url, memberships)
     assert started is not None and started.membership_expires_at == START + 30 * DAY
@@ -406,8 +407,8 @@ async def fill(store: Store, label: str) -> Filled:
     await store.deactivate_connect_user(leaving, START + 3, START + 30 * DAY, "privacy_request")
     await store.update_login_throttle("address:127.0.0.1",
                                       lambda throttle: throttle.failed(START, 900, 5, 900))
-    assert await store.set_clock(retailer_id, ClockSetting(offset=120.5))
-    assert await store.set_clock(other.retailer_id, ClockSetting(frozen_at=START))
+    assert await store.change_clock(retailer_id, lambda _: ClockSetting(offset=120.5))
+    assert await store.change_clock(other.retailer_id, lambda _: ClockSetting(frozen_at=START))
     fault = await store.add_fault(rule(retailer_id=retailer_id, times=3), clock.now())
     await store.match_fault(fault)
     await store.fire_fault(fault)
@@ -594,3 +595,26 @@ def test_a_restore_takes_the_columns_in_any_order(database_url: str) -> None:
             row.reverse()
     on_store(database_url, lambda store: store.restore(shuffled))
     assert snapshot(database_url)[1] == before
+
+
+def test_racing_clock_changes_apply_one_after_the_other(database_url: str) -> None:
+    """Store instances on threads of their own each advance one retailer's clock 20 times, all
+    at once: none of the 80 advances is lost (each reads and writes in one transaction)."""
+    workers, advances = 4, 20
+    retailer_id = on_store(database_url, lambda store: new_retailer(store)).retailer_id
+    start = threading.Barrier(workers)
+
+    async def worker() -> None:
+        store = await open_store(database_url, "check", pool_size=5)
+        try:
+            start.wait()
+            await asyncio.gather(*(store.change_clock(
+                retailer_id, lambda s: ClockSetting(offset=s.offset + 1)) for _ in range(advances)))
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(workers) as pool:
+        for run in [pool.submit(asyncio.run, worker()) for _ in range(workers)]:
+            run.result()
+    assert on_store(database_url, lambda store: store.get_clock(retailer_id)) == ClockSetting(
+        offset=float(workers * advances))

@@ -112,6 +112,10 @@ def test_the_fixture_s_faults_are_its_retailer_s(connectlink_emulator: EmulatedR
     assert (spent.id, spent.fired) == (once, 1)
     faults.delete(once)
     assert faults.list() == []
+    by_client = connect.emulator.faults.add("POST /v2/oauth/token", 503,
+                                            client_id=connectlink_emulator.client_id)
+    assert [rule.id for rule in faults.list()] == [by_client]  # named by its client only
+    assert faults.clear() == 1
     other.client.close()
 
 

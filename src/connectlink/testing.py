@@ -322,10 +322,12 @@ class RetailerFaults:
     """Fault rules for one retailer's requests (docs/emulator.md, "Faults"), through the admin
     plane: ``add(endpoint, fault, **options)`` with the options of ``client.emulator.faults``
     (``times``, ``every``, ``retry_after``...); ``list()`` and ``clear()`` see only this
-    retailer's rules, so other retailers on a shared database keep theirs."""
+    retailer's rules (those naming it, or its client), so other retailers on a shared database
+    keep theirs."""
 
-    def __init__(self, client: ConnectClient, retailer_id: int) -> None:
+    def __init__(self, client: ConnectClient, retailer_id: int, client_id: str) -> None:
         self.retailer_id = retailer_id
+        self.client_id = client_id
         self._faults = client.emulator.faults
 
     def add(self, endpoint: str, fault: ew.Fault | int, **options: Any) -> int:
@@ -333,7 +335,8 @@ class RetailerFaults:
         return self._faults.add(endpoint, fault, retailer_id=self.retailer_id, **options)
 
     def list(self) -> list[ew.FaultRule]:
-        return [rule for rule in self._faults.list() if rule.retailer_id == self.retailer_id]
+        return [rule for rule in self._faults.list()
+                if rule.retailer_id == self.retailer_id or rule.client_id == self.client_id]
 
     def delete(self, fault_id: int) -> None:
         self._faults.delete(fault_id)
@@ -364,7 +367,7 @@ class EmulatedRetailer:
         self.client_secret = credentials.client_secret
         self.redirect_uri = credentials.redirect_uri
         self.clock = RetailerClock(emulator, self.client, self.retailer_id)
-        self.faults = RetailerFaults(self.client, self.retailer_id)
+        self.faults = RetailerFaults(self.client, self.retailer_id, self.client_id)
 
     def async_client(self, **options: Any) -> AsyncConnectClient:
         return self.emulator.async_client(self.credentials, **options)

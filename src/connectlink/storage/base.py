@@ -221,9 +221,12 @@ class Store(Migratable, Protocol):
         """Every retailer's clock that is not the wall clock."""
         ...
 
-    async def set_clock(self, retailer_id: int, setting: ClockSetting) -> bool:
-        """Store the retailer's clock (the default one: forget it). False if there is no such
-        retailer."""
+    async def change_clock(
+        self, retailer_id: int, change: Callable[[ClockSetting], ClockSetting]
+    ) -> ClockSetting | None:
+        """Apply ``change`` to the retailer's clock and store the result (the default one:
+        forget it), in one transaction no other change of it interleaves with; the new
+        setting, or None if there is no such retailer."""
         ...
 
     async def add_fault(self, rule: FaultRule, now: float) -> int:
@@ -287,11 +290,11 @@ class Store(Migratable, Protocol):
         (8 bytes), if there is one."""
         ...
 
-    async def set_membership(
-        self, account_id: int, expires_at: float | None
+    async def change_membership(
+        self, account_id: int, change: Callable[[float | None], float | None]
     ) -> InstacartAccount | None:
-        """Set when the account's Instacart+ membership ends (None: not a member). None if
-        there is no such account."""
+        """Apply ``change`` to when the account's Instacart+ membership ends (None: not a
+        member), in one transaction as ``change_clock``; None if there is no such account."""
         ...
 
     async def snapshot(self) -> tuple[int, Tables]:

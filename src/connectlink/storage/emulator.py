@@ -262,20 +262,27 @@ class EmulatorSQL(SQLBase):
                 "SELECT retailer_id, offset_seconds, frozen_at FROM retailer_clocks")
         return {row[0]: ClockSetting(row[1], row[2]) for row in rows}
 
-    async def set_clock(self, retailer_id: int, setting: ClockSetting) -> bool:
+    async def change_clock(
+        self, retailer_id: int, change: Callable[[ClockSetting], ClockSetting]
+    ) -> ClockSetting | None:
         async with self.db.transaction() as db:
             if await db.fetchrow("SELECT 1 FROM retailers WHERE id = ?", retailer_id) is None:
-                return False
+                return None
+            # An upsert that changes nothing, for the row lock it takes (SQLite's BEGIN
+            # IMMEDIATE holds the whole database's): racing changes apply one after the other.
+            row = await db.fetchrow(
+                "INSERT INTO retailer_clocks (retailer_id) VALUES (?) ON CONFLICT (retailer_id) "
+                "DO UPDATE SET retailer_id = excluded.retailer_id "
+                "RETURNING offset_seconds, frozen_at", retailer_id)
+            assert row is not None
+            setting = change(ClockSetting(row[0], row[1]))
             if setting.is_wall:  # the default has no row
                 await db.execute("DELETE FROM retailer_clocks WHERE retailer_id = ?", retailer_id)
             else:
                 await db.execute(
-                    "INSERT INTO retailer_clocks (retailer_id, offset_seconds, frozen_at) "
-                    "VALUES (?, ?, ?) ON CONFLICT (retailer_id) DO UPDATE SET "
-                    "offset_seconds = excluded.offset_seconds, frozen_at = excluded.frozen_at",
-                    retailer_id, setting.offset, setting.frozen_at,
-                )
-        return True
+                    "UPDATE retailer_clocks SET offset_seconds = ?, frozen_at = ? "
+                    "WHERE retailer_id = ?", setting.offset, setting.frozen_at, retailer_id)
+        return setting
 
     # faults ---------------------------------------------------------------------------------
     async def add_fault(self, rule: FaultRule, now: float) -> int:
@@ -425,15 +432,20 @@ class EmulatorSQL(SQLBase):
             )
         return StoredSecret(AUTHORIZATION_CODE, *code) if code is not None else None
 
-    async def set_membership(
-        self, account_id: int, expires_at: float | None
+    async def change_membership(
+        self, account_id: int, change: Callable[[float | None], float | None]
     ) -> InstacartAccount | None:
-        return await self._one(
-            records.account,
-            "UPDATE instacart_accounts SET membership_expires_at = ? WHERE id = ? "
-            f"RETURNING {ACCOUNT_COLUMNS}",
-            expires_at, account_id,
-        )
+        async with self.db.transaction() as db:
+            # An update that changes nothing, for the row lock it takes, as ``change_clock``.
+            row = await db.fetchrow(
+                "UPDATE instacart_accounts SET membership_expires_at = membership_expires_at "
+                "WHERE id = ? RETURNING membership_expires_at", account_id)
+            if row is None:
+                return None
+            changed = await db.fetchrow(
+                "UPDATE instacart_accounts SET membership_expires_at = ? WHERE id = ? "
+                f"RETURNING {ACCOUNT_COLUMNS}", change(row[0]), account_id)
+        return records.account(changed) if changed is not None else None
 
     # snapshot, restore, reset -----------------------------------------------------------------
     async def snapshot(self) -> tuple[int, Tables]:

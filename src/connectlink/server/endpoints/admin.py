@@ -148,17 +148,22 @@ async def move_clock(request: Request) -> Response:
     change = ew.read(await json_object(request), ew.ClockChange)
     how = _one_of(change, ("advance_seconds", "set", "freeze", "reset"))
     wall = ctx.clock.now()
-    setting = await ctx.db.get_clock(retailer_id)
-    if how == "advance_seconds":
-        setting = clocks.advanced(setting, change.advance_seconds or 0.0)
-    elif how == "set":
-        setting = clocks.set_to(setting, wall, parse_time(change.set or "", "set"))
-    elif how == "freeze":
-        setting = clocks.frozen(setting, wall, bool(change.freeze))
-    else:
-        setting = er.ClockSetting()
-    bounded(setting.now(wall), how)
-    await ctx.db.set_clock(retailer_id, setting)
+
+    def changed(setting: er.ClockSetting) -> er.ClockSetting:
+        if how == "advance_seconds":
+            setting = clocks.advanced(setting, change.advance_seconds or 0.0)
+        elif how == "set":
+            setting = clocks.set_to(setting, wall, parse_time(change.set or "", "set"))
+        elif how == "freeze":
+            setting = clocks.frozen(setting, wall, bool(change.freeze))
+        else:
+            setting = er.ClockSetting()
+        bounded(setting.now(wall), how)  # refused: the transaction is rolled back
+        return setting
+
+    setting = await ctx.db.change_clock(retailer_id, changed)
+    if setting is None:
+        raise errors.RetailerNotFound()  # gone since
     await _settled(ctx)  # every worker reads it before this answer goes
     return json_response(_clock_body(setting, wall))
 
@@ -325,15 +330,18 @@ async def change_membership(request: Request) -> Response:
     change = ew.read(await json_object(request), ew.MembershipChange)
     how = _one_of(change, ("start_days", "extend_days", "lapse"))
     now = await _now_for(ctx, change.retailer_id)
-    ends: float | None
-    if how == "start_days":
-        ends = now + (change.start_days or 0) * DAY
-    elif how == "extend_days":
-        current = account.membership_expires_at
-        ends = max(current if current is not None else now, now) + (change.extend_days or 0) * DAY
-    else:
-        ends = now  # not a member from this instant on
-    updated = await ctx.db.set_membership(account.id, bounded(ends, how))
+
+    def changed(current: float | None) -> float | None:
+        if how == "start_days":
+            ends = now + (change.start_days or 0) * DAY
+        elif how == "extend_days":
+            ends = max(current if current is not None else now, now) + (
+                change.extend_days or 0) * DAY
+        else:
+            ends = now  # not a member from this instant on
+        return bounded(ends, how)  # refused: the transaction is rolled back
+
+    updated = await ctx.db.change_membership(account.id, changed)
     if updated is None:
         raise errors.InstacartUserNotFound()
     return json_response(_membership_body(account.id, updated.membership_expires_at, now))
