@@ -114,20 +114,23 @@ def clock_of(request: Request) -> Clock:
 
 
 async def token_request(request: Request) -> token_requests.TokenRequest:
-    """A token endpoint's parameters and client credentials, in the body or HTTP Basic."""
-    return token_requests.parse(
+    """A token endpoint's parameters and client credentials, in the body or HTTP Basic. They
+    stay in the ASGI scope (``fields``) for the emulator's journal."""
+    request.scope["fields"] = parsed = token_requests.parse(
         request.query_params.keys(),
         request.headers.get("content-type", ""),
         await read_body(request),
         request.headers.get("authorization"),
     )
+    return parsed
 
 
 async def read_body(request: Request, limit: int | None = None) -> bytes:
     """The raw body, refused with 413 past the configured limit without reading it all, and
     with 408 if it has not all arrived within the body timeout (a slow client holds a
     connection and a task for as long as it likes otherwise; uvicorn has no such limit).
-    Read once: it stays in the ASGI scope for whoever asks again (the emulator's journal)."""
+    Read once: it stays in the ASGI scope for whoever asks again (the emulator's seam reads
+    a Login page's form before the page does)."""
     if "body" in request.scope:
         body: bytes = request.scope["body"]
         return body
@@ -153,12 +156,16 @@ async def read_body(request: Request, limit: int | None = None) -> bytes:
 
 
 async def json_object(request: Request) -> dict[str, object]:
-    """A Connect body: malformed JSON is 4001; valid JSON that is not an object counts as {}."""
+    """A Connect body: malformed JSON is 4001; valid JSON that is not an object counts as {}.
+    It stays in the ASGI scope (``fields``) for the emulator's journal."""
     body = await read_body(request)
-    if not body.strip():
-        return {}
-    try:
-        decoded = jsonio.decode(body)
-    except jsonio.UnreadableJSON:
-        raise MalformedJSON() from None
-    return decoded if isinstance(decoded, dict) else {}
+    fields: dict[str, object] = {}
+    if body.strip():
+        try:
+            decoded = jsonio.decode(body)
+        except jsonio.UnreadableJSON:
+            raise MalformedJSON() from None
+        if isinstance(decoded, dict):
+            fields = decoded
+    request.scope["fields"] = fields
+    return fields

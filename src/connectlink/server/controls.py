@@ -40,9 +40,10 @@ from connectlink.emulator import faults
 from connectlink.emulator.clocks import KnownClocks
 from connectlink.emulator.records import FaultRule, JournalEntry
 from connectlink.errors import ConnectError, ConnectLinkError
+from connectlink.models import AccessToken
 from connectlink.oauth import grants, headers
 from connectlink.oauth.grants import TokenLifetimes
-from connectlink.server.context import Context, read_body
+from connectlink.server.context import Context, json_object
 from connectlink.server.observe.logs import REQUEST_ID
 from connectlink.server.observe.metrics import error_code
 from connectlink.server.protocol import DROP
@@ -54,8 +55,9 @@ ALIVE = 2.0  # a worker not heard from for this long is gone: no reader waits fo
 SETTLE_TIMEOUT = 3.0  # how long a reader waits for the workers at most
 MAX_PENDING = 50_000  # entries a worker holds while the database does not take them
 NO_LIFETIME = TokenLifetimes(0, 0)
-# Body fields that carry a secret, journaled as fingerprints.
+# Body fields that carry a secret, journaled as fingerprints; the operations whose answers do.
 _SECRET_FIELDS = ("linking_token", "code", "token")
+_ISSUING = frozenset({"issue_token", "authorize_instacart_user"})
 
 
 class Dropped(Response):
@@ -169,9 +171,12 @@ class Controls:
 
     # who ------------------------------------------------------------------------------------
     @staticmethod
-    def journal_as(request: Request, retailer_id: int, client_id: str | None) -> None:
-        """Journal this request under the retailer (and client) it was identified as."""
-        request.scope["journal"] = (retailer_id, client_id)
+    def journal_as(request: Request, retailer_id: int, client_id: str | None,
+                   bearer: AccessToken | None = None) -> None:
+        """Journal this request under the retailer (and client) it was identified as, and the
+        bearer token it bore (its stored digest is the SHA-256 the fingerprint is cut from)."""
+        credential = bearer.digest[:8].hex() if bearer is not None else None
+        request.scope["journal"] = (retailer_id, client_id, credential)
 
     async def client_id(self, client_pk: int) -> str | None:
         """The id of the client a bearer token was issued to (None if it is gone)."""
@@ -186,7 +191,8 @@ class Controls:
         value = headers.credentials(request.headers.get("authorization"), "bearer")
         token = await self.ctx.db.get_token(security.digest(value)) if value else None
         if token is not None:
-            self.journal_as(request, token.retailer_id, await self.client_id(token.client_pk))
+            self.journal_as(request, token.retailer_id, await self.client_id(token.client_pk),
+                            token)
 
     async def named_client(self, request: Request, client_id: str | None) -> tuple[
             int | None, str | None]:
@@ -238,10 +244,10 @@ class Controls:
         who = request.scope.get("journal")
         if who is None or self.ctx.settings.journal_size == 0:
             return
-        retailer_id, client_id = who
-        if "fault" in request.scope and "body" not in request.scope:
+        retailer_id, client_id, credential = who
+        if "fault" in request.scope and "fields" not in request.scope:
             with contextlib.suppress(Exception):  # a fault answered before the body was read:
-                await read_body(request)  # its secrets are journaled all the same
+                await json_object(request)  # its secrets are journaled all the same
         clock = request.scope.get("clock") or await self.ctx.clocks.of(retailer_id)
         error = request.scope.get("error")
         self.pending.append(JournalEntry(
@@ -252,7 +258,7 @@ class Controls:
             request_id=REQUEST_ID.get() or "",
             error_code=error_code(error) if isinstance(error, ConnectLinkError) else None,
             error_key=error.key if isinstance(error, ConnectError) else None,
-            client_id=client_id, credential=_bearer_fingerprint(request),
+            client_id=client_id, credential=credential,
             secrets=_secrets(request, response), fault=request.scope.get("fault"),
         ))
 
@@ -270,22 +276,19 @@ _REFUSALS: dict[str, Callable[[FaultRule], ConnectLinkError]] = {
 }
 
 
-def _bearer_fingerprint(request: Request) -> str | None:
-    value = headers.credentials(request.headers.get("authorization"), "bearer")
-    return security.fingerprint(value) if value else None
-
-
 def _secrets(request: Request, response: Response) -> dict[str, str]:
     """Fingerprints of the secrets the request carried (its body's ``linking_token``, ``code``
-    or ``token``) and of those its answer gave (a token issued, a code in a redirect)."""
+    or ``token``, as the endpoint read them: ``fields``) and of those its answer gave (a token
+    issued, a sandbox consent's code, a code in a redirect)."""
     found: dict[str, str] = {}
-    sent = _fields(request.scope.get("body"), request.headers.get("content-type", ""))
-    for name in _SECRET_FIELDS:
-        value = sent.get(name)
-        if isinstance(value, str) and value:
-            found[name] = security.fingerprint(value)
-    if response.status_code == 200:  # a token issued, or a sandbox consent's code
-        answered = _fields(getattr(response, "body", b""), "application/json")
+    sent = request.scope.get("fields")
+    if sent is not None:
+        for name in _SECRET_FIELDS:
+            value = sent.get(name)
+            if isinstance(value, str) and value:
+                found[name] = security.fingerprint(value)
+    if response.status_code == 200 and request.scope.get("operation") in _ISSUING:
+        answered = _json_fields(getattr(response, "body", b""))
         for name in ("access_token", "code"):
             if isinstance(answered.get(name), str):
                 found[name] = security.fingerprint(answered[name])
@@ -297,15 +300,10 @@ def _secrets(request: Request, response: Response) -> dict[str, str]:
     return found
 
 
-def _fields(body: Any, content_type: str) -> dict[str, Any]:
-    """A body's top-level fields, JSON or form; nothing if it is neither."""
-    if not isinstance(body, bytes) or not body:
+def _json_fields(body: Any) -> dict[str, Any]:
+    """An answer's top-level fields; nothing if it is no JSON object."""
+    if not isinstance(body, bytes) or not body.startswith(b"{"):
         return {}
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        try:
-            return {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
-        except (UnicodeDecodeError, ValueError):
-            return {}
     try:
         decoded = jsonio.decode(body)
     except jsonio.UnreadableJSON:

@@ -153,7 +153,7 @@ class _Seam:
 
     async def bearer(self, request: Request, token: AccessToken) -> Response | None:
         client_id = await self.controls.client_id(token.client_pk)
-        self.controls.journal_as(request, token.retailer_id, client_id)
+        self.controls.journal_as(request, token.retailer_id, client_id, token)
         return await self.controls.fault(request, self.endpoint, token.retailer_id, client_id)
 
     async def refused(self, request: Request) -> None:
