@@ -21,6 +21,20 @@ def clean(value: str) -> bool:
     return _UNACCEPTABLE.search(value) is None
 
 
+MAX_ID = 2**63 - 1  # the ids of the store's 64-bit columns
+_ID_DIGITS = len(str(MAX_ID))
+
+
+def decimal_id(value: str) -> int | None:
+    """``value`` as an id of a 64-bit column (0 to 2^63 - 1, ASCII decimal digits), or None.
+    The length is checked before ``int`` reads it: Python refuses to convert more than 4,300
+    digits, and no id needs more than 19."""
+    if not (value.isascii() and value.isdigit()) or len(value) > _ID_DIGITS:
+        return None
+    number = int(value)
+    return number if number <= MAX_ID else None
+
+
 def identifier(value: str) -> bool:
     """Could ``value`` name something this server stores? A path segment or a ``client_id``
     that fails this names nothing, whatever the engine."""

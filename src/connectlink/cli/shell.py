@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from connectlink import text
 from connectlink.linking.links import iso_utc
 from connectlink.settings import DEFAULT_DATABASE_URL
 from connectlink.storage import Schema, Store, masked_url, migrations, using_store
@@ -165,13 +166,13 @@ class HelpFormatter(argparse.HelpFormatter):
     (not for flags, which default to off, nor for options with no default)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
+        said = action.help or ""
         default = action.default
-        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or (
+        if "%(default)" in said or default in (None, False, argparse.SUPPRESS) or (
             not action.option_strings
         ):
-            return text
-        return f"{text} (default: %(default)s)"
+            return said
+        return f"{said} (default: %(default)s)"
 
 
 def command(
@@ -202,6 +203,7 @@ def group(commands: Any, name: str, summary: str) -> Any:
 
 def count(value: str) -> int:
     """An id, a limit or a count: a whole number from 0 to 2^63 - 1 (a 64-bit column)."""
-    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) >= 2**63:
+    number = text.decimal_id(value)
+    if number is None:
         raise argparse.ArgumentTypeError(f"not a number from 0 to 2^63-1: {value!r}")
-    return int(value)
+    return number

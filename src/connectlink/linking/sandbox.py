@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from connectlink import security
+from connectlink import security, text
 from connectlink.clock import Clock
 from connectlink.errors import (
     Blank,
@@ -22,8 +22,6 @@ from connectlink.oauth import authorize as authorization
 from connectlink.storage.base import Store
 
 YEAR = 365 * 86_400
-_MAX_ID = 2**63 - 1
-_MAX_DIGITS = len(str(_MAX_ID))
 
 
 async def create_account(store: Store, clock: Clock, body: Mapping[str, Any]) -> InstacartAccount:
@@ -50,11 +48,11 @@ async def create_account(store: Store, clock: Clock, body: Mapping[str, Any]) ->
 
 def parse_account_id(raw: str) -> int:
     """The sandbox ``user_id`` path parameter: a decimal integer that fits the 64-bit id
-    column, else ``"Invalid user_id"``. The length is checked before ``int`` reads it: Python
-    refuses to convert more than 4,300 digits, and no id needs more than 19."""
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS or int(raw) > _MAX_ID:
+    column (``text.decimal_id``), else ``"Invalid user_id"``."""
+    account_id = text.decimal_id(raw)
+    if account_id is None:
         raise InvalidSandboxUserId()
-    return int(raw)
+    return account_id
 
 
 # The body's fields, in the order their errors are listed (decisions.md "Envelopes").

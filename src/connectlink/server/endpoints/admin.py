@@ -19,7 +19,7 @@ from connectlink.emulator import clocks, faults, lifecycle
 from connectlink.emulator import records as er
 from connectlink.emulator import wire as ew
 from connectlink.errors import Invalid
-from connectlink.linking.links import iso_utc
+from connectlink.linking.links import iso_utc as iso
 from connectlink.models import InstacartAccount
 from connectlink.oauth import grants, headers
 from connectlink.server.context import Context, context, json_object, read_body
@@ -85,10 +85,6 @@ def _media_type(request: Request) -> str:
 LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last instant the wire's times can say
 
 
-def iso(at: float) -> str:
-    return iso_utc(at)
-
-
 def bounded(at: float, key: str) -> float:
     """An instant the wire can write (1970 to 9999), or the key's refusal, before anything
     is stored."""
@@ -104,21 +100,17 @@ def parse_time(value: str, key: str) -> float:
         raise Invalid(key) from None
 
 
-def _is_id(value: str) -> bool:
-    """Digits that fit a 64-bit id (anything else names nothing)."""
-    return value.isascii() and value.isdigit() and len(value) < 19
-
-
 def _int(value: str, key: str) -> int:
-    if not _is_id(value):
+    number = text.decimal_id(value)
+    if number is None:
         raise Invalid(key)
-    return int(value)
+    return number
 
 
 async def _retailer_id(ctx: Context, request: Request) -> int:
-    raw = request.path_params["retailer_id"]
-    if _is_id(raw) and await ctx.db.get_retailer(int(raw)) is not None:
-        return int(raw)
+    retailer_id = text.decimal_id(request.path_params["retailer_id"])
+    if retailer_id is not None and await ctx.db.get_retailer(retailer_id) is not None:
+        return retailer_id
     raise errors.RetailerNotFound()
 
 
@@ -208,8 +200,8 @@ async def list_faults(request: Request) -> Response:
 
 async def delete_fault(request: Request) -> Response:
     ctx = context(request)
-    raw = request.path_params["fault_id"]
-    if not (_is_id(raw) and await ctx.db.delete_fault(int(raw))):
+    fault_id = text.decimal_id(request.path_params["fault_id"])
+    if fault_id is None or not await ctx.db.delete_fault(fault_id):
         raise errors.FaultNotFound()
     await _settled(ctx)
     return json_response(ew.Success())
@@ -296,8 +288,8 @@ async def token_lifecycle(request: Request) -> Response:
 
 # memberships ------------------------------------------------------------------------------------
 async def _account(ctx: Context, request: Request) -> InstacartAccount:
-    raw = request.path_params["account_id"]
-    account = await ctx.db.get_instacart_account(int(raw)) if _is_id(raw) else None
+    account_id = text.decimal_id(request.path_params["account_id"])
+    account = await ctx.db.get_instacart_account(account_id) if account_id is not None else None
     if account is None:
         raise errors.InstacartUserNotFound()
     return account
