@@ -29,13 +29,10 @@ from connectlink.server.limits import Limiter
 from connectlink.server.observe.asgi import Observability
 from connectlink.server.observe.metrics import Metrics
 from connectlink.server.openapi import ApiDocument
-from connectlink.server.operations import Family, Operation, for_settings
+from connectlink.server.operations import Operation, for_settings
 from connectlink.server.render import Renderer, error_response, log, page_error_response, respond
 from connectlink.settings import Settings
 from connectlink.storage import Store, open_store
-
-# Families the emulator neither journals nor faults: its own plane, documents, health.
-_UNCONTROLLED = frozenset({Family.ADMIN, Family.DOCS, Family.OPS})
 
 
 class Endpoint:
@@ -77,12 +74,13 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
 def routes(operations: tuple[Operation, ...], limiter: Limiter | None = None,
            controls: Controls | None = None) -> list[Route]:
     """One route a path, in the table's order, each operation behind its rate limit if on
-    and the emulator's controls if it has them (the admin plane itself has none)."""
+    and the emulator's controls if it has them and the seam sees it (``Operation.faultable``:
+    not the admin plane itself, the documents or health)."""
     by_path: dict[str, list[Operation]] = {}
     for op in operations:
         by_path.setdefault(op.path, []).append(op)
-    return [Route(path, Endpoint(ops, limiter, None if ops[0].family in _UNCONTROLLED
-                                 else controls))
+    return [Route(path, Endpoint(ops, limiter, controls if any(op.faultable for op in ops)
+                                 else None))
             for path, ops in by_path.items()]
 
 
@@ -135,8 +133,7 @@ def create_app(
                   limiter=Limiter.for_settings(settings))
     operations = for_settings(settings)
     ctx.api = ApiDocument.of(operations)
-    ctx.faultable = frozenset(op.endpoint for op in operations
-                              if op.family not in _UNCONTROLLED and op.faultable)
+    ctx.faultable = frozenset(op.endpoint for op in operations if op.faultable)
     ctx.controls = controls = Controls(ctx) if settings.emulated else None
     ctx.metrics = Metrics()
 
