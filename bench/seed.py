@@ -1,83 +1,127 @@
-"""What the benchmark needs in a database, made through ConnectLink's own store.
+"""What the benchmark puts in a database itself; everything else the server makes.
 
-- ``pairs``: Connect users, each with a fresh linking token for an Instacart account of its
-  own, so every benchmarked link request is a new link (issued the way the exchange issues
-  them: ``security.new_secret`` stored as its digest by ``Store.save_token``).
+- ``retailer``: the retailer whose client the benchmark uses (``retailers.create``, as
+  ``connectlink retailers create`` makes one), before the server starts.
+- ``batch``: Instacart accounts for linking tokens, one account a token, and (unless the
+  seeding makes them through the API) the Connect users they will be linked to, as plain rows
+  inserted in bulk, before the server starts and again while it idles between seeding runs. A
+  sandbox account made through the API would hash its password with argon2, some 45 ms of the
+  server's CPU each, tens of minutes for the tens of thousands a run uses; these share one hash
+  and never log in.
 - ``filler``: N links already stored, for ``--scale``; written in bulk since only their number
   matters.
+
+Everything that carries a secret is made through the server's HTTP API (``run.py``: the bearer
+by ``client_credentials``; ``lua/seed.lua``: an authorization code for each account from the
+sandbox's authorize endpoint, exchanged with ``grant_type=authorization_code`` for the linking
+token a link request then uses), so the server stores it, as a digest, as it always does.
 """
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from connectlink import security
 from connectlink.clock import SystemClock
 from connectlink.linking import retailers
-from connectlink.models import (
-    ACCOUNT_LINKING,
-    FULFILLMENT,
-    AccessToken,
-    ConnectUser,
-    UserFields,
-)
-from connectlink.storage import Store, using_store
+from connectlink.storage import using_store
 
 DAY = 86_400
 YEAR = 365 * DAY
 REDIRECT_URI = "https://bench.example/callback"
+USER_PREFIX = "u"  # the Connect users are u1, u2, ...
 # Seeded accounts never log in; one real argon2 hash serves them all.
 PASSWORD_HASH = security.hash_password("benchmark")
 
 
 @dataclass(frozen=True)
-class Seeded:
+class Shop:
+    retailer_id: int
     client_id: str
     client_secret: str
-    bearer: str
-    linked_user: str  # for GET .../link
 
 
-async def _pair(store: Store, retailer_id: int, client_pk: int, n: int, tag: str,
-                now: float) -> tuple[ConnectUser, str]:
-    account = await store.create_instacart_account(
-        f"bench{n}.{tag}@example.com", "+18005550100", PASSWORD_HASH, now + YEAR, now)
-    assert account is not None
-    user = await store.upsert_connect_user(retailer_id, UserFields(f"{tag}{n}", "Bench"), now)
-    token = security.new_secret()
-    await store.save_token(AccessToken(
-        security.digest(token), client_pk, retailer_id, frozenset({ACCOUNT_LINKING}), now,
-        now + DAY, account_id=account.id))
-    return user, token
+@dataclass(frozen=True)
+class Batch:
+    first_account: int  # accounts first_account .. first_account + accounts - 1
+    accounts: int
+    first_user: int  # users USER_PREFIX + str(first_user) on
+    users: int  # how many of them are made here; 0: the seeding makes them through the API
 
 
-async def seed(database_url: str, pairs: int, pairs_file: Path, concurrency: int = 16) -> Seeded:
-    """A retailer, a bearer, one linked user, and ``pairs`` (user, token) lines in a file."""
+async def retailer(database_url: str) -> Shop:
+    clock = SystemClock()
+    shop = await using_store(
+        database_url, lambda store: retailers.create(store, clock, "Bench", [REDIRECT_URI]),
+        "upgrade")
+    return Shop(shop.retailer.id, shop.client.client_id, shop.client_secret)
 
-    async def fill(store: Store) -> Seeded:
-        clock = SystemClock()
-        now = clock.now()
-        shop = await retailers.create(store, clock, "Bench", [REDIRECT_URI])
-        bearer = security.new_secret()
-        await store.save_token(AccessToken(
-            security.digest(bearer), shop.client.pk, shop.retailer.id, frozenset({FULFILLMENT}),
-            now, now + DAY))
-        linked, token = await _pair(store, shop.retailer.id, shop.client.pk, 0, "linked", now)
-        await store.link(shop.retailer.id, linked.user_id, security.digest(token), now, None)
 
-        lines: list[str] = []
-        for start in range(0, pairs, concurrency):
-            batch = await asyncio.gather(*(
-                _pair(store, shop.retailer.id, shop.client.pk, n, "u", now)
-                for n in range(start, min(start + concurrency, pairs))
-            ))
-            lines += [f"{user.user_id} {token}" for user, token in batch]
-        pairs_file.write_text("\n".join(lines) + "\n")
-        return Seeded(shop.client.client_id, shop.client_secret, bearer, linked.user_id)
+async def batch(database_url: str, shop: Shop, accounts: int, first_user: int,
+                users: int) -> Batch:
+    """``accounts`` Instacart accounts with consecutive ids (Instacart+ members), and the
+    retailer's Connect users ``first_user`` .. ``first_user + users - 1``, none linked."""
+    now = SystemClock().now()
+    tag = uuid.uuid4().hex[:8]  # unique emails, batch after batch
+    if database_url.startswith("sqlite"):
+        ids = _sqlite_rows(database_url, shop.retailer_id, accounts, first_user, users, tag, now)
+    else:
+        ids = await _postgres_rows(database_url, shop.retailer_id, accounts, first_user, users,
+                                   tag, now)
+    ids.sort()
+    if ids != list(range(ids[0], ids[0] + accounts)):
+        raise RuntimeError("the accounts' ids are not consecutive")
+    return Batch(ids[0], accounts, first_user, users)
 
-    return await using_store(database_url, fill, "upgrade", pool_size=concurrency)
+
+def _sqlite_rows(database_url: str, retailer_id: int, accounts: int, first_user: int,
+                 users: int, tag: str, now: float) -> list[int]:
+    import sqlite3
+
+    from connectlink.storage.sqlite import path_from_url
+
+    db = sqlite3.connect(path_from_url(database_url), isolation_level=None, timeout=30)
+    try:
+        db.execute("BEGIN IMMEDIATE")  # the server may have the database open
+        base = db.execute("SELECT coalesce(max(id), 0) FROM instacart_accounts").fetchone()[0]
+        db.executemany(
+            "INSERT INTO instacart_accounts (id, email, phone, password_hash, "
+            "membership_expires_at, created_at) VALUES (?, ?, '+18005550100', ?, ?, ?)",
+            ((base + n, f"bench{n}.{tag}@example.com", PASSWORD_HASH, now + YEAR, now)
+             for n in range(1, accounts + 1)))
+        db.executemany(
+            "INSERT INTO connect_users (retailer_id, user_id, first_name, created_at, "
+            "updated_at) VALUES (?, ?, 'Bench', ?, ?)",
+            ((retailer_id, f"{USER_PREFIX}{n}", now, now)
+             for n in range(first_user, first_user + users)))
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return list(range(base + 1, base + accounts + 1))
+
+
+async def _postgres_rows(database_url: str, retailer_id: int, accounts: int, first_user: int,
+                         users: int, tag: str, now: float) -> list[int]:
+    import asyncpg
+
+    db = await asyncpg.connect(database_url)
+    try:
+        async with db.transaction():
+            ids = await db.fetch(
+                "INSERT INTO instacart_accounts (email, phone, password_hash, "
+                "membership_expires_at, created_at) SELECT 'bench' || g || '.' || $1::text || "
+                "'@example.com', '+18005550100', $2, $3, $4 FROM generate_series(1, $5) g "
+                "RETURNING id", tag, PASSWORD_HASH, now + YEAR, now, accounts)
+            await db.execute(
+                "INSERT INTO connect_users (retailer_id, user_id, first_name, created_at, "
+                "updated_at) SELECT $1, $2::text || g, 'Bench', $3, $3 "
+                "FROM generate_series($4::int, $5::int) g", retailer_id, USER_PREFIX, now,
+                first_user, first_user + users - 1)
+        await db.execute("ANALYZE instacart_accounts, connect_users")
+    finally:
+        await db.close()
+    return [row[0] for row in ids]
 
 
 async def filler(database_url: str, links: int) -> None:

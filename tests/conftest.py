@@ -54,9 +54,19 @@ def postgres_url() -> Iterator[str]:
         run_sync(_postgres(f"DROP SCHEMA {schema} CASCADE"))
 
 
+# SQLite's two ways of writing (``storage/sqlite.py``): group commit, the default, and direct
+# writes, which the modules that test the write path's rules (races, crashes) also run against
+# by parametrizing ``database_url`` indirectly with WRITE_ENGINES.
+SQLITE_DIRECT = "sqlite-direct"
+WRITE_ENGINES = [*ENGINES, SQLITE_DIRECT]
+
+
 @pytest.fixture(params=ENGINES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == SQLITE_DIRECT:  # in this process and every server it starts
+        monkeypatch.setenv("CONNECTLINK_SQLITE_GROUP_COMMIT", "off")
+    if request.param.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'connectlink.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url

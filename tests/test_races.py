@@ -10,7 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from conftest import WRITE_ENGINES
 from support import ServeProcess, new_retailer, query_sql
+
+# every race on each engine, and on SQLite in both ways of writing (group commit, direct)
+pytestmark = pytest.mark.parametrize("database_url", WRITE_ENGINES, indirect=True)
 
 ALREADY_LINKED = "Validation failed: Common identities can only have one user per isolation context"
 

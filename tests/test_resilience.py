@@ -20,8 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import pytest
 
-from conftest import upgraded
+from conftest import WRITE_ENGINES, upgraded
 from proxy import CuttableProxy
 from support import ServeProcess, engine_of, query_sql, seed
 
@@ -30,6 +31,8 @@ UNAVAILABLE = {"error": {"message": "Service temporarily unavailable. Please try
 BROKEN_CONNECTION = (httpx.TransportError,)
 
 
+# on each engine, and on SQLite in both ways of writing (group commit, direct)
+@pytest.mark.parametrize("database_url", WRITE_ENGINES, indirect=True)
 def test_kill_9_mid_load_loses_no_acknowledged_link(database_url: str) -> None:
     seeded = seed(upgraded(database_url), 600)
     headers = {"Authorization": f"Bearer {seeded.bearer}"}
@@ -184,6 +187,7 @@ NOTICED = 2  # 503s each client gets before the outage ends
 AFTER = 10  # writes each client sends after the outage ended
 
 
+@pytest.mark.parametrize("database_url", WRITE_ENGINES, indirect=True)
 def test_outage_answers_503_and_recovers(database_url: str) -> None:
     """Every answer is placed against when the outage really began and ended: a 503 only for a
     request that overlapped the outage, nothing through while it held, every request sent once

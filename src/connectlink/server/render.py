@@ -85,6 +85,14 @@ def _retry_context(error: ConnectLinkError) -> dict[str, Any]:
     }
 
 
+def _detached(error: ConnectLinkError) -> ConnectLinkError:
+    """The refusal without its traceback and the exceptions chained to it, whose frames hold
+    the request: kept in the request's scope, they made every refused request a reference cycle
+    for the garbage collector. It has been answered by then; nothing reads them."""
+    error.__traceback__ = error.__cause__ = error.__context__ = None
+    return error
+
+
 async def respond(
     handler: Handler, request: Request, render: Renderer = error_response
 ) -> Response:
@@ -98,7 +106,7 @@ async def respond(
     try:
         return await handler(request)
     except ConnectLinkError as error:
-        request.scope["error"] = error  # for the metrics (observe/asgi.py)
+        request.scope["error"] = _detached(error)  # for the metrics (observe/asgi.py)
         return render(error)
     except ClientDisconnect:
         log.info("client left during %s %s", request.method, text.for_log(request.url.path))

@@ -265,7 +265,7 @@ class EmulatorSQL(SQLBase):
     async def change_clock(
         self, retailer_id: int, change: Callable[[ClockSetting], ClockSetting]
     ) -> ClockSetting | None:
-        async with self.db.transaction() as db:
+        async def change_row(db: Connection) -> ClockSetting | None:
             if await db.fetchrow("SELECT 1 FROM retailers WHERE id = ?", retailer_id) is None:
                 return None
             # An upsert that changes nothing, for the row lock it takes (SQLite's BEGIN
@@ -282,20 +282,22 @@ class EmulatorSQL(SQLBase):
                 await db.execute(
                     "UPDATE retailer_clocks SET offset_seconds = ?, frozen_at = ? "
                     "WHERE retailer_id = ?", setting.offset, setting.frozen_at, retailer_id)
-        return setting
+            return setting
+
+        return await self.db.write(change_row)
 
     # faults ---------------------------------------------------------------------------------
     async def add_fault(self, rule: FaultRule, now: float) -> int:
-        async with self.db.connection() as db:
-            row = await db.fetchrow(
-                "INSERT INTO emulator_faults (retailer_id, client_id, endpoint, fault, times, "
-                "every, probability, seed, retry_after, latency_ms, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                rule.retailer_id, rule.client_id, rule.endpoint, rule.fault, rule.times,
-                rule.every, rule.probability, rule.seed, rule.retry_after, rule.latency_ms, now,
-            )
-        assert row is not None
-        return int(row[0])
+        fault_id = await self._write_one(
+            lambda row: int(row[0]),
+            "INSERT INTO emulator_faults (retailer_id, client_id, endpoint, fault, times, "
+            "every, probability, seed, retry_after, latency_ms, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            rule.retailer_id, rule.client_id, rule.endpoint, rule.fault, rule.times,
+            rule.every, rule.probability, rule.seed, rule.retry_after, rule.latency_ms, now,
+        )
+        assert fault_id is not None
+        return fault_id
 
     async def list_faults(self) -> list[FaultRule]:
         async with self.db.connection() as db:
@@ -303,12 +305,10 @@ class EmulatorSQL(SQLBase):
         return [_fault(row) for row in rows]
 
     async def delete_fault(self, fault_id: int) -> bool:
-        async with self.db.connection() as db:
-            return await db.execute("DELETE FROM emulator_faults WHERE id = ?", fault_id) > 0
+        return await self._execute("DELETE FROM emulator_faults WHERE id = ?", fault_id) > 0
 
     async def clear_faults(self) -> int:
-        async with self.db.connection() as db:
-            return await db.execute("DELETE FROM emulator_faults")
+        return await self._execute("DELETE FROM emulator_faults")
 
     async def live_faults(self) -> list[FaultRule]:
         async with self.db.connection() as db:
@@ -317,7 +317,7 @@ class EmulatorSQL(SQLBase):
         return [_fault(row) for row in rows]
 
     async def match_fault(self, fault_id: int) -> FaultRule | None:
-        return await self._one(
+        return await self._write_one(
             _fault,
             f"UPDATE emulator_faults SET matched = matched + 1 WHERE id = ? AND {_LIVE} "
             f"RETURNING {_FAULT_COLUMNS}",
@@ -327,13 +327,9 @@ class EmulatorSQL(SQLBase):
     async def fire_fault(self, fault_id: int) -> bool:
         # The condition is checked on the row as it stands once a racing firing has committed
         # (PostgreSQL re-reads it under the row lock; SQLite has one writer at a time).
-        async with self.db.connection() as db:
-            row = await db.fetchrow(
-                f"UPDATE emulator_faults SET fired = fired + 1 WHERE id = ? AND {_LIVE} "
-                "RETURNING id",
-                fault_id,
-            )
-        return row is not None
+        return await self._execute(
+            f"UPDATE emulator_faults SET fired = fired + 1 WHERE id = ? AND {_LIVE}", fault_id
+        ) > 0
 
     # the journal ----------------------------------------------------------------------------
     _INSERT_ENTRY = (
@@ -356,7 +352,7 @@ class EmulatorSQL(SQLBase):
             self._journaled[entry.retailer_id] = count + 1
             if count % TRIM_EVERY == 0 and entry.retailer_id not in due:
                 due.append(entry.retailer_id)  # the first insert too: a new worker tidies up
-        async with self.db.transaction() as db:
+        async def write(db: Connection) -> None:
             await db.executemany(self._INSERT_ENTRY, [_entry_values(e) for e in entries])
             for retailer_id in due:
                 await db.execute(
@@ -365,12 +361,14 @@ class EmulatorSQL(SQLBase):
                     retailer_id, retailer_id, keep,
                 )
 
+        await self.db.write(write)
+
     async def raise_barrier(self) -> int:
-        async with self.db.connection() as db:
-            row = await db.fetchrow(
-                "UPDATE emulator_barrier SET value = value + 1 WHERE id = 1 RETURNING value")
-        assert row is not None, "migration 5 makes the barrier's row"
-        return int(row[0])
+        value = await self._write_one(
+            lambda row: int(row[0]),
+            "UPDATE emulator_barrier SET value = value + 1 WHERE id = 1 RETURNING value")
+        assert value is not None, "migration 5 makes the barrier's row"
+        return value
 
     async def barrier(self) -> int:
         async with self.db.connection() as db:
@@ -378,15 +376,13 @@ class EmulatorSQL(SQLBase):
         return int(row[0]) if row is not None else 0
 
     async def worker_seen(self, worker: str, barrier: int, now: float) -> None:
-        async with self.db.connection() as db:
-            await db.execute(
-                "INSERT INTO emulator_workers (worker, heartbeat_at, barrier) VALUES (?, ?, ?) "
-                "ON CONFLICT (worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
-                "barrier = excluded.barrier", worker, now, barrier)
+        await self._execute(
+            "INSERT INTO emulator_workers (worker, heartbeat_at, barrier) VALUES (?, ?, ?) "
+            "ON CONFLICT (worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
+            "barrier = excluded.barrier", worker, now, barrier)
 
     async def worker_gone(self, worker: str) -> None:
-        async with self.db.connection() as db:
-            await db.execute("DELETE FROM emulator_workers WHERE worker = ?", worker)
+        await self._execute("DELETE FROM emulator_workers WHERE worker = ?", worker)
 
     async def workers_behind(self, barrier: int, alive_since: float) -> int:
         async with self.db.connection() as db:
@@ -435,49 +431,62 @@ class EmulatorSQL(SQLBase):
     async def change_membership(
         self, account_id: int, change: Callable[[float | None], float | None]
     ) -> InstacartAccount | None:
-        async with self.db.transaction() as db:
+        async def change_row(db: Connection) -> Row | None:
             # An update that changes nothing, for the row lock it takes, as ``change_clock``.
             row = await db.fetchrow(
                 "UPDATE instacart_accounts SET membership_expires_at = membership_expires_at "
                 "WHERE id = ? RETURNING membership_expires_at", account_id)
             if row is None:
                 return None
-            changed = await db.fetchrow(
+            return await db.fetchrow(
                 "UPDATE instacart_accounts SET membership_expires_at = ? WHERE id = ? "
                 f"RETURNING {ACCOUNT_COLUMNS}", change(row[0]), account_id)
+
+        changed = await self.db.write(change_row)
         return records.account(changed) if changed is not None else None
 
     # snapshot, restore, reset -----------------------------------------------------------------
     async def snapshot(self) -> tuple[int, Tables]:
         tables: Tables = {}
-        async with self.db.transaction() as db:  # SQLite: BEGIN IMMEDIATE, no writer meanwhile
+
+        # A write transaction for its one view of the data (SQLite: BEGIN IMMEDIATE, no
+        # writer meanwhile), though it writes nothing.
+        async def read(db: Connection) -> Row | None:
             if self._postgres:  # one view of the data for every statement, not one each
                 await db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             version = await db.fetchrow("SELECT max(version) FROM schema_migrations")
             for table in _STATE:
                 rows = await db.fetch(f"SELECT {', '.join(table.columns)} FROM {table.name}")
                 tables[table.name] = _dump(table, rows)
+            return version
+
+        version = await self.db.write(read)
         assert version is not None
         return int(version[0]), tables
 
     async def restore(self, tables: Tables) -> None:
         checked = _checked(tables)
+
+        async def restore(db: Connection) -> None:
+            await self._empty(db)
+            for table, columns, rows in checked:
+                if rows:
+                    await db.executemany(self._insert(table, columns), rows)
+            await self._renumber(db)
+
         try:
-            async with self.db.transaction() as db:
-                await self._empty(db)
-                for table, columns, rows in checked:
-                    if rows:
-                        await db.executemany(self._insert(table, columns), rows)
-                await self._renumber(db)
+            await self.db.write(restore)
         except Exception as exc:  # rolled back: rows that break a rule of the schema
             if self.db.is_bad_data(exc):
                 raise ValueError(f"the snapshot's rows break the schema: {exc}") from None
             raise
 
     async def reset(self) -> None:
-        async with self.db.transaction() as db:
+        async def reset(db: Connection) -> None:
             await self._empty(db)
             await self._renumber(db)
+
+        await self.db.write(reset)
 
     def _insert(self, table: _Table, columns: list[str]) -> str:
         # PostgreSQL generates an identity column's values unless told to take the ones given.

@@ -4,7 +4,7 @@ differ between SQLite and PostgreSQL. ``sqlite.py`` and ``postgres.py`` implemen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -34,15 +34,24 @@ class Connection(Protocol):
         ...
 
 
+# A write: statements on the connection it is given, and nothing else awaited (an engine may
+# run it on a thread of its own, where there is no event loop).
+Write = Callable[[Connection], Awaitable[T]]
+
+
 class Engine(Protocol):
     name: str
 
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
-        """A write transaction; commits on exit, rolls back on an exception."""
+    def write(self, body: Write[T], *, atomic: bool = True) -> Awaitable[T]:
+        """Run ``body`` as one write transaction, committed before this returns; an exception
+        from ``body`` rolls back what it did and is raised here. ``atomic=False``: ``body`` is
+        a single statement, which needs no transaction of its own (on PostgreSQL, two round
+        trips fewer). An engine may group the writes that arrive together into one commit
+        (SQLite's group commit), each still undone alone if it fails."""
         ...
 
     def connection(self) -> AbstractAsyncContextManager[Connection]:
-        """A connection in autocommit, for single statements."""
+        """A connection in autocommit, for reads (every write goes through ``write``)."""
         ...
 
     def is_unique_violation(self, exc: BaseException) -> bool: ...
@@ -91,3 +100,12 @@ class SQLBase:
         async with self.db.connection() as db:
             row = await db.fetchrow(sql, *args)
         return record(row) if row is not None else None
+
+    async def _write_one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
+        """A single statement that writes, and the record of the row it returns, if any."""
+        row = await self.db.write(lambda db: db.fetchrow(sql, *args), atomic=False)
+        return record(row) if row is not None else None
+
+    def _execute(self, sql: str, *args: Any) -> Awaitable[int]:
+        """A single statement that writes; the number of rows it touched."""
+        return self.db.write(lambda db: db.execute(sql, *args), atomic=False)

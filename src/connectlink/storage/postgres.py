@@ -13,12 +13,13 @@ import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from connectlink.errors import ServiceUnavailable
 from connectlink.models import LinkOutcome
+from connectlink.storage.engine import Write
 from connectlink.storage.errors import DatabaseUnreachable
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
@@ -28,6 +29,7 @@ CONNECT_TIMEOUT = 5.0
 # of the link path's time). Waits stay bounded all the same: a new connection gives up after
 # CONNECT_TIMEOUT, and a busy one frees up within COMMAND_TIMEOUT.
 COMMAND_TIMEOUT = 30.0
+T = TypeVar("T")
 _MIGRATIONS_LOCK = 0x636C6E6B  # "clnk": one advisory lock for schema upgrades
 
 # Errors that mean "the database is not there right now", not "the request is wrong".
@@ -121,6 +123,13 @@ class PostgresEngine:
             raise DatabaseUnreachable(url, "its search_path names no schema that exists "
                                            "(create it first: CREATE SCHEMA ...)")
         return cls(pool)
+
+    async def write(self, body: Write[T], *, atomic: bool = True) -> T:
+        if not atomic:
+            async with self.connection() as db:
+                return await body(db)
+        async with self.transaction() as db:
+            return await body(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:

@@ -23,21 +23,25 @@ class RetailerSQL(SQLBase):
     async def create_retailer(
         self, name: str, client: OAuthClient, now: float
     ) -> tuple[Retailer, OAuthClient]:
-        async with self.db.transaction() as db:
+        async def create(db: Connection) -> tuple[Retailer, OAuthClient]:
             created = await db.fetchrow(
                 "INSERT INTO retailers (name, created_at) VALUES (?, ?) RETURNING id", name, now
             )
             assert created is not None
             inserted = await self._insert_client(db, created[0], client, now)
-        return Retailer(id=created[0], name=name, created_at=now), inserted
+            return Retailer(id=created[0], name=name, created_at=now), inserted
+
+        return await self.db.write(create)
 
     async def create_client(
         self, retailer_id: int, client: OAuthClient, now: float
     ) -> OAuthClient | None:
-        async with self.db.transaction() as db:
+        async def create(db: Connection) -> OAuthClient | None:
             if await db.fetchrow("SELECT 1 FROM retailers WHERE id = ?", retailer_id) is None:
                 return None
             return await self._insert_client(db, retailer_id, client, now)
+
+        return await self.db.write(create)
 
     async def _insert_client(
         self, db: Connection, retailer_id: int, client: OAuthClient, now: float
@@ -92,7 +96,7 @@ class RetailerSQL(SQLBase):
         return [records.client(row) for row in rows]
 
     async def set_client_secret(self, client_id: str, secret_digest: bytes) -> OAuthClient | None:
-        return await self._one(
+        return await self._write_one(
             records.client,
             f"UPDATE oauth_clients SET secret_digest = ? WHERE client_id = ? "
             f"RETURNING {CLIENT_COLUMNS}",
@@ -113,7 +117,7 @@ class RetailerSQL(SQLBase):
             uris = json.loads(stored)
             if uri in uris:
                 return await self.get_client_by_pk(pk)
-            updated = await self._one(
+            updated = await self._write_one(
                 records.client,
                 "UPDATE oauth_clients SET redirect_uris = ? WHERE pk = ? AND redirect_uris = ? "
                 f"RETURNING {CLIENT_COLUMNS}",

@@ -75,7 +75,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
             return await self.db.is_empty(db)
 
     async def apply_migration(self, migration: Migration) -> bool:
-        async with self.db.transaction() as db:
+        async def apply(db: Connection) -> bool:
             await self.db.lock_migrations(db)
             await db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
@@ -90,14 +90,15 @@ class SQLStore(RetailerSQL, EmulatorSQL):
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                 migration.version, migration.name, time.time(),
             )
-        return True
+            return True
+
+        return await self.db.write(apply)
 
     # tokens -------------------------------------------------------------------------------
     _INSERT_TOKEN = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
     async def save_token(self, token: AccessToken) -> None:
-        async with self.db.connection() as db:
-            await db.execute(self._INSERT_TOKEN, *records.token_values(token))
+        await self._execute(self._INSERT_TOKEN, *records.token_values(token))
 
     async def get_token(self, digest: bytes) -> AccessToken | None:
         return await self._one(
@@ -105,7 +106,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
         )
 
     async def revoke_token(self, digest: bytes, client_pk: int, now: float) -> RevokeOutcome:
-        async with self.db.transaction() as db:
+        async def revoke(db: Connection) -> RevokeOutcome:
             row = await db.fetchrow("SELECT client_pk FROM tokens WHERE digest = ?", digest)
             if row is None:
                 return RevokeOutcome.UNKNOWN
@@ -115,16 +116,17 @@ class SQLStore(RetailerSQL, EmulatorSQL):
                 "UPDATE tokens SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL",
                 now, digest,
             )
-        return RevokeOutcome.REVOKED
+            return RevokeOutcome.REVOKED
+
+        return await self.db.write(revoke)
 
     # authorization codes --------------------------------------------------------------------
     async def save_code(self, code: AuthorizationCode) -> None:
-        async with self.db.connection() as db:
-            await db.execute(
-                f"INSERT INTO authorization_codes ({CODE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                *records.code_values(code),
-            )
+        await self._execute(
+            f"INSERT INTO authorization_codes ({CODE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            *records.code_values(code),
+        )
 
     async def redeem_code(
         self,
@@ -133,8 +135,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
         now: float,
         check: Callable[[AuthorizationCode], AccessToken],
     ) -> AccessToken | None:
-        refusal: Exception | None = None
-        async with self.db.transaction() as db:
+        async def redeem(db: Connection) -> AccessToken | Exception | None:
             row = await db.fetchrow(
                 "UPDATE authorization_codes SET consumed_at = ? WHERE digest = ? "
                 f"AND client_pk = ? AND consumed_at IS NULL RETURNING {CODE_COLUMNS}",
@@ -150,26 +151,28 @@ class SQLStore(RetailerSQL, EmulatorSQL):
                 return None
             try:
                 token = check(records.code(row))
-            except Exception as exc:  # refused: the code stays used up (committed on exit)
-                refusal = exc
-            else:
-                await db.execute(self._INSERT_TOKEN, *records.token_values(token))
-        if refusal is not None:
-            raise refusal
-        return token
+            except Exception as exc:  # refused: the code stays used up (committed all the same)
+                return exc
+            await db.execute(self._INSERT_TOKEN, *records.token_values(token))
+            return token
+
+        redeemed = await self.db.write(redeem)
+        if isinstance(redeemed, Exception):
+            raise redeemed
+        return redeemed
 
     # Connect users ----------------------------------------------------------------------------
     async def upsert_connect_user(
         self, retailer_id: int, fields: UserFields, now: float
     ) -> ConnectUser:
-        async with self.db.transaction() as db:
+        async def upsert(db: Connection) -> Row | None:
             # A user purged after a privacy request is gone: its id starts afresh.
             await db.execute(
                 "DELETE FROM connect_users WHERE retailer_id = ? AND user_id = ? "
                 "AND purge_after <= ?",
                 retailer_id, fields.user_id, now,
             )
-            row = await db.fetchrow(
+            return await db.fetchrow(
                 "INSERT INTO connect_users (retailer_id, user_id, first_name, last_name, "
                 "phone_number, locale, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (retailer_id, user_id) DO UPDATE SET "
@@ -181,7 +184,9 @@ class SQLStore(RetailerSQL, EmulatorSQL):
                 retailer_id, fields.user_id, fields.first_name, fields.last_name,
                 fields.phone_number, fields.locale, now, now,
             )
-            assert row is not None
+
+        row = await self.db.write(upsert)
+        assert row is not None
         return records.user(row)
 
     # A user past its privacy retention is purged: it no longer exists for any caller.
@@ -198,7 +203,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
     async def deactivate_connect_user(
         self, user: ConnectUser, now: float, purge_after: float, reason: str
     ) -> None:
-        async with self.db.transaction() as db:
+        async def deactivate(db: Connection) -> None:
             await db.execute(
                 "UPDATE connect_users SET active = false, purge_after = ?, updated_at = ? "
                 "WHERE pk = ?",
@@ -210,6 +215,8 @@ class SQLStore(RetailerSQL, EmulatorSQL):
             await self._audit(db, user, now, reason, dropped[0] if dropped else None)
             # Purge what is past its retention, so deleted data does not linger.
             await db.execute("DELETE FROM connect_users WHERE purge_after <= ?", now)
+
+        await self.db.write(deactivate)
 
     async def _audit(
         self, db: Connection, user: ConnectUser, now: float, action: str,
@@ -228,8 +235,8 @@ class SQLStore(RetailerSQL, EmulatorSQL):
         banner: str | None,
     ) -> LinkOutcome:
         try:
-            async with self.db.transaction() as db:
-                return await self._link(db, retailer_id, user_id, token_digest, now, banner)
+            return await self.db.write(
+                lambda db: self._link(db, retailer_id, user_id, token_digest, now, banner))
         except _Undo as undo:
             return undo.outcome
 
@@ -281,13 +288,15 @@ class SQLStore(RetailerSQL, EmulatorSQL):
         return outcome
 
     async def unlink(self, user: ConnectUser, now: float, reason: str) -> bool:
-        async with self.db.transaction() as db:
+        async def unlink(db: Connection) -> bool:
             dropped = await db.fetchrow(
                 "DELETE FROM links WHERE connect_user_pk = ? RETURNING account_id", user.pk
             )
             if dropped is not None:
                 await self._audit(db, user, now, "unlink", dropped[0], {"reason": reason})
-        return dropped is not None
+            return dropped is not None
+
+        return await self.db.write(unlink)
 
     # A user, its link and the linked account, in one row; ``_split`` cuts it in two.
     _USER_AND_ACCOUNT = (
@@ -325,7 +334,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
         now: float,
     ) -> InstacartAccount | None:
         try:
-            return await self._one(
+            return await self._write_one(
                 records.account,
                 "INSERT INTO instacart_accounts (email, phone, password_hash, "
                 "membership_expires_at, created_at) VALUES (?, ?, ?, ?, ?) "
@@ -363,7 +372,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
     async def update_login_throttle(
         self, subject: str, change: Callable[[LoginThrottle], LoginThrottle]
     ) -> LoginThrottle:
-        async with self.db.transaction() as db:
+        async def update(db: Connection) -> LoginThrottle:
             # An upsert that changes nothing, for the row lock it takes (SQLite's BEGIN
             # IMMEDIATE holds the whole database's): racing failures are counted one by one.
             row = await db.fetchrow(
@@ -378,22 +387,23 @@ class SQLStore(RetailerSQL, EmulatorSQL):
                 "UPDATE login_throttles SET failures = ?, locked_until = ? WHERE subject = ?",
                 *records.throttle_values(changed)[1:], subject,
             )
-        return changed
+            return changed
+
+        return await self.db.write(update)
 
     async def clear_login_throttle(self, subject: str) -> None:
-        async with self.db.connection() as db:
-            await db.execute("DELETE FROM login_throttles WHERE subject = ?", subject)
+        await self._execute("DELETE FROM login_throttles WHERE subject = ?", subject)
 
     async def server_secret(self, name: str, candidate: str, now: float) -> str:
-        async with self.db.connection() as db:
-            await db.execute(
-                "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO NOTHING",
-                name, candidate, now,
-            )
-            row = await db.fetchrow("SELECT value FROM server_secrets WHERE name = ?", name)
-        assert row is not None
-        return str(row[0])
+        await self._execute(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING",
+            name, candidate, now,
+        )
+        value = await self._one(
+            lambda row: str(row[0]), "SELECT value FROM server_secrets WHERE name = ?", name)
+        assert value is not None
+        return value
 
     # retention ----------------------------------------------------------------------------
     # What is due, table by table: (table, key, condition on the time given). Each gets one
@@ -416,8 +426,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
         for (table, key, due), before in zip(
             self._DUE, (now - older_than, now - older_than, now), strict=True
         ):
-            async with self.db.transaction() as db:
-                removed.append(await db.execute(self._delete_batch(table, key, due), before, batch))
+            removed.append(await self._execute(self._delete_batch(table, key, due), before, batch))
         if any(removed):
             await self.db.settle()
         return SweepCounts(*removed)
@@ -425,7 +434,7 @@ class SQLStore(RetailerSQL, EmulatorSQL):
     _LEASE_COLUMNS = "name, holder, expires_at"
 
     async def take_lease(self, name: str, holder: str, now: float, until: float) -> Lease:
-        async with self.db.transaction() as db:
+        async def take(db: Connection) -> Row | None:
             # The conflict path takes the row's lock whether or not its WHERE holds: of racing
             # takers, the first commits and the others see its lease.
             row = await db.fetchrow(
@@ -440,12 +449,14 @@ class SQLStore(RetailerSQL, EmulatorSQL):
                 row = await db.fetchrow(
                     f"SELECT {self._LEASE_COLUMNS} FROM leases WHERE name = ?", name
                 )
+            return row
+
+        row = await self.db.write(take)
         assert row is not None
         return Lease(row[0], row[1], row[2])
 
     async def release_lease(self, name: str, holder: str) -> None:
-        async with self.db.connection() as db:
-            await db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", name, holder)
+        await self._execute("DELETE FROM leases WHERE name = ? AND holder = ?", name, holder)
 
     async def audit_trail(self, retailer_id: int) -> list[tuple[float, str, str, int | None]]:
         async with self.db.connection() as db:

@@ -1,17 +1,24 @@
 """The SQLite engine (stdlib ``sqlite3``, WAL) for ``SQLStore``.
 
-Statements run on the event loop's thread: one on a local WAL database takes microseconds,
-less than a hop to a worker thread would. A transaction never waits on anything but SQLite, so
-no other coroutine can slip in between its statements; ``BEGIN IMMEDIATE`` takes the write
-lock up front, which serialises writers across processes (``serve --workers N``).
+Reads run on the event loop's thread: one on a local WAL database takes microseconds, less than
+a hop to a worker thread would. Writes run one of two ways (``CONNECTLINK_SQLITE_GROUP_COMMIT``):
+
+- **group commit** (on, the default): on a writer thread with a connection of its own. The
+  writes that arrive while a batch is being written and committed make the next batch: one
+  transaction, each write in a savepoint of its own (one that fails is rolled back alone, the
+  others commit), and every caller answered only once that commit is done. The event loop's
+  connection is then read-only (``query_only``): a write anywhere else is an error, not a
+  silent second writer. ``BEGIN IMMEDIATE`` takes the write lock up front, which serialises the
+  writers of several processes (``serve --workers N``); the writer thread, not the event loop,
+  waits for another's. Measured on one core: links 9-12% faster than direct, p99 a little lower.
+- **direct** (off): on the event loop's thread, each in a transaction of its own. A write never
+  waits on anything but SQLite, so no other coroutine can slip in between its statements.
 
 Checkpoints (copying the WAL back into the database, with an fsync) run in a background thread
-every half second rather than inside whichever request's commit crosses the threshold, so they
-stay off the request path; the automatic checkpoint remains as a backstop at 40 MB of WAL. A
-long run of writes (a retention sweep's batches, some 2 MB of WAL each) never leaves the WAL
-fully copied back, so the WAL never restarts and grows to the backstop, whose checkpoint (60-70
-ms with its fsyncs) lands in a commit on the event loop's thread: ``settle`` checkpoints at
-once, on a thread, between such writes.
+(``Checkpointer``), not inside whichever request's commit crosses a threshold; that thread also
+makes the WAL start over once it has grown, so the WAL stays bounded under a steady stream of
+writes. The automatic checkpoint remains as a backstop at 40 MB of WAL. ``settle`` checkpoints
+at once, on a thread, between the batches of a long run of writes (a retention sweep).
 
 Durability: ``synchronous=NORMAL`` in WAL mode survives a crash of the process (the commit is in
 the WAL before the response is written); a power cut may lose the last commits. Set
@@ -23,22 +30,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import sqlite3
+import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from connectlink.errors import ServiceUnavailable
+from connectlink.storage.engine import Write
 from connectlink.storage.errors import DatabaseUnreachable
 from connectlink.storage.migrations import statements
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
 
-CHECKPOINT_EVERY = 0.5  # seconds
+CHECKPOINT_EVERY = 0.1  # seconds
+RESTART_PAGES = 1_000  # WAL pages (4 KiB) past which the writer finishes a checkpoint
+WAL_SIZE_LIMIT = 16 * 2**20  # bytes a WAL file is cut back to when it starts over, and
+# (group commit) past which the writer finishes a checkpoint itself
 AUTOCHECKPOINT_PAGES = 10_000  # the backstop, should the checkpointer fall behind
 # How long a writer waits for another process's write lock before answering 503.
 BUSY_TIMEOUT_MS = int(os.environ.get("CONNECTLINK_SQLITE_BUSY_TIMEOUT_MS", "5000"))
+MAX_BATCH = 256  # writes in one group commit at most
+STATEMENT_CACHE = 512  # prepared statements kept a connection
+# With group commit, how soon the event loop's thread hands the GIL to the writer that waits for
+# it (sys.setswitchinterval; Python's default is 5 ms). sqlite3 lets go of the GIL while SQLite
+# works, so the writer needs it back after every statement; at 5 ms it waited behind the busy
+# event loop each time, and group commit served links at 0.4x the rate of direct writes.
+GIL_SWITCH_INTERVAL = 0.0001  # seconds
+GROUP_COMMIT_DEFAULT = "on"
+
+T = TypeVar("T")
 
 
 def path_from_url(url: str) -> str:
@@ -82,21 +105,51 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class Checkpointer(threading.Thread):
-    """Passive WAL checkpoints on a connection of its own, off the event loop's thread."""
+    """WAL checkpoints on a connection of its own, off the event loop's thread, that let the
+    WAL start over.
+
+    A passive checkpoint copies what the WAL holds without waiting for anyone, but under a
+    steady stream of commits it never catches up with the WAL's end (frames arrive while it
+    copies), so the WAL would never start over and would grow to the backstop. So this thread
+    copies the bulk, in two passes (the second takes what came in during the first), and once
+    the WAL holds ``RESTART_PAGES`` it leaves the last few frames to the connection that writes
+    (``finish``, between two of its writes): nothing can arrive while that one copies, so the
+    copy is complete, the next write starts the WAL over from its beginning, and
+    ``journal_size_limit`` cuts the file back. No checkpoint here waits on a writer: one that
+    did (RESTART) made the event loop's next ``BEGIN IMMEDIATE`` sleep through SQLite's busy
+    handler (1, 2, 5, 10 ms...), 25-40 ms stalls ten times a second.
+    """
 
     def __init__(self, path: str) -> None:
         super().__init__(name="sqlite-checkpointer", daemon=True)
         self.path = path
         self.stopping = threading.Event()
+        self.due = False  # the WAL is long and mostly copied: the writer is to finish it
+        self.restarts = 0  # checkpoints finished by the writer, for the tests
 
     def run(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             while not self.stopping.wait(CHECKPOINT_EVERY):
-                with contextlib.suppress(sqlite3.Error):  # busy now: the next round will do
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.round(db)
         finally:
             db.close()
+
+    def round(self, db: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):  # busy now: the next round will do
+            frames = 0
+            for _ in range(2):
+                _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames >= RESTART_PAGES:
+                self.due = True
+
+    def finish(self, db: sqlite3.Connection) -> None:
+        """On the writing connection, between two writes: copy the frames the last round left
+        (a millisecond or two), which completes the checkpoint."""
+        self.due = False
+        with contextlib.suppress(sqlite3.Error):
+            _busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.restarts += frames == copied
 
     def stop(self) -> None:
         self.stopping.set()
@@ -111,6 +164,131 @@ def _checkpoint(path: str) -> None:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         db.close()
+
+
+def _run(body: Write[T], connection: SQLiteConnection) -> T:
+    """``body``, run to its end here and now: its statements never suspend it, so one step of
+    its coroutine is the whole of it (and a coroutine that does suspend is a mistake)."""
+    coroutine = body(connection)
+    assert isinstance(coroutine, Coroutine)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a SQLite write may await nothing but its statements")
+
+
+class _Job:
+    __slots__ = ("body", "error", "future", "result")
+
+    def __init__(self, body: Write[Any], future: asyncio.Future[Any]) -> None:
+        self.body = body
+        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _finish(jobs: list[_Job]) -> None:
+    """On the event loop: answer each job's caller (unless it has gone meanwhile)."""
+    for job in jobs:
+        if not job.future.done():
+            if job.error is not None:
+                job.future.set_exception(job.error)
+            else:
+                job.future.set_result(job.result)
+
+
+class Writer(threading.Thread):
+    """Group commit: the writes that are waiting, in one transaction, a savepoint each."""
+
+    def __init__(self, path: str, synchronous: str, checkpointer: Checkpointer) -> None:
+        super().__init__(name="sqlite-writer", daemon=True)
+        self._checkpointer = checkpointer
+        self._wal = f"{path}-wal"
+        self._db = _connect(path, synchronous)
+        self._connection = SQLiteConnection(self._db, path)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.batches = 0  # commits made, for the tests and the benchmark
+        self.jobs = 0
+
+    def submit(self, job: _Job) -> None:
+        self._jobs.put(job)
+
+    def run(self) -> None:
+        try:
+            while (first := self._jobs.get()) is not None:
+                jobs = [first]
+                while len(jobs) < MAX_BATCH:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        self._jobs.put(None)  # stop after this batch
+                        break
+                    jobs.append(job)
+                try:
+                    self._commit(jobs)
+                except Exception as exc:  # SQLite refusing a savepoint or a rollback: no
+                    self._fail(jobs, exc)  # caller is left waiting, and the thread goes on
+                self.batches += 1
+                self.jobs += len(jobs)
+                by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+                for job in jobs:
+                    by_loop.setdefault(job.future.get_loop(), []).append(job)
+                for loop, answered in by_loop.items():
+                    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                        loop.call_soon_threadsafe(_finish, answered)
+                if self._checkpointer.due or self._wal_size() > WAL_SIZE_LIMIT:
+                    # The second: the checkpointer has fallen behind (a torrent of writes, or
+                    # a starved thread); on this thread, so as not to leave it to the backstop.
+                    self._checkpointer.finish(self._db)
+        finally:
+            self._db.close()
+
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(self._wal).st_size
+        except OSError:
+            return 0
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:  # another process held the write lock past the timeout
+            for job in jobs:
+                job.error = exc
+            return
+        for job in jobs:
+            db.execute("SAVEPOINT job")
+            try:
+                job.result = _run(job.body, self._connection)
+            except BaseException as exc:
+                job.error = exc
+                if not db.in_transaction:  # SQLite gave up the whole transaction (disk full)
+                    self._fail(jobs, exc)
+                    return
+                db.execute("ROLLBACK TO job")
+            db.execute("RELEASE job")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._fail(jobs, exc)
+
+    def _fail(self, jobs: list[_Job], exc: BaseException) -> None:
+        """The batch's transaction is lost: none of its writes happened."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        for job in jobs:
+            job.error, job.result = exc, None
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self.join(10)
 
 
 def _unavailable(exc: BaseException | None, path: str) -> None:
@@ -139,7 +317,7 @@ def _setup_problem(exc: BaseException | None) -> str | None:
     return None
 
 
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+def _connect(path: str, synchronous: str, read_only: bool = False) -> sqlite3.Connection:
     """The connection, set up; a path that cannot hold a database is ``DatabaseUnreachable``
     naming it, not a traceback from deep inside sqlite3."""
     url = f"sqlite:///{path}"
@@ -154,7 +332,11 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
                 url, f"its directory {parent} cannot be created ({exc.strerror or exc})"
             ) from exc
     try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Every statement is prepared once a connection and then reused from its cache, made
+        # to hold them all: the store has some 90, the journal's queries one per combination of
+        # filters, and sqlite3's default keeps 128.
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                             cached_statements=STATEMENT_CACHE)
     except sqlite3.DatabaseError as exc:
         raise DatabaseUnreachable(url, _setup_problem(exc) or str(exc)) from exc
     try:
@@ -164,6 +346,8 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
             f"synchronous = {synchronous}",
             "foreign_keys = ON",
             f"wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}",
+            f"journal_size_limit = {WAL_SIZE_LIMIT}",
+            f"query_only = {int(read_only)}",
         ):
             db.execute(f"PRAGMA {pragma}")
     except sqlite3.DatabaseError as exc:
@@ -173,8 +357,8 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 class _Autocommit:
-    """``async with engine.connection()``: single statements; a class, not a generator, since
-    it wraps every query on the hot path."""
+    """``async with engine.connection()``: single statements (reads; direct single-statement
+    writes); a class, not a generator, since it wraps every query on the hot path."""
 
     __slots__ = ("_connection",)
 
@@ -189,7 +373,7 @@ class _Autocommit:
 
 
 class _Transaction:
-    """``async with engine.transaction()``: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+    """A direct write: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
 
     __slots__ = ("_connection", "_db")
 
@@ -224,24 +408,62 @@ class _Transaction:
             self._db.execute("ROLLBACK")
 
 
+def _group_commit() -> bool:
+    value = os.environ.get("CONNECTLINK_SQLITE_GROUP_COMMIT", GROUP_COMMIT_DEFAULT).lower()
+    if value not in {"on", "off", "1", "0", "true", "false"}:
+        raise ValueError(f"CONNECTLINK_SQLITE_GROUP_COMMIT={value!r} (on or off)")
+    return value in {"on", "1", "true"}
+
+
 class SQLiteEngine:
     name = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, group_commit: bool | None = None) -> None:
         synchronous = os.environ.get("CONNECTLINK_SQLITE_SYNCHRONOUS", "NORMAL").upper()
         if synchronous not in {"NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"CONNECTLINK_SQLITE_SYNCHRONOUS={synchronous!r}")
-        self._db = _connect(path, synchronous)
+        if group_commit is None:
+            group_commit = _group_commit()
+        self.path = path
+        self._db = _connect(path, synchronous, read_only=group_commit and path != ":memory:")
         connection = SQLiteConnection(self._db, path)
         self._transaction = _Transaction(self._db, connection)
         self._autocommit = _Autocommit(connection)
-        self._checkpointer: Checkpointer | None = None
-        if path != ":memory:":
-            self._checkpointer = Checkpointer(path)
+        # A private in-memory database exists for one connection only: no thread of its own.
+        self._checkpointer = Checkpointer(path) if path != ":memory:" else None
+        self._writer: Writer | None = None
+        if self._checkpointer is not None:
+            if group_commit:
+                sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
+                self._writer = Writer(path, synchronous, self._checkpointer)
+                self._writer.start()
             self._checkpointer.start()
 
-    def transaction(self) -> _Transaction:
-        return self._transaction
+    @property
+    def group_commit(self) -> Writer | None:
+        """The writer thread, when writes are group-committed."""
+        return self._writer
+
+    @property
+    def checkpointer(self) -> Checkpointer | None:
+        return self._checkpointer
+
+    async def write(self, body: Write[T], *, atomic: bool = True) -> T:
+        if self._writer is None:
+            if self._checkpointer is not None and self._checkpointer.due:
+                self._checkpointer.finish(self._db)
+            if not atomic:
+                async with self._autocommit as db:
+                    return await body(db)
+            async with self._transaction as db:
+                return await body(db)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writer.submit(_Job(body, future))
+        try:
+            return await future
+        except sqlite3.Error as exc:
+            _unavailable(exc, self.path)
+            raise
 
     def connection(self) -> _Autocommit:
         return self._autocommit
@@ -273,6 +495,8 @@ class SQLiteEngine:
         return None  # one connection, and no transaction outlives a step of the event loop
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.stop)
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self._db.close()
