@@ -51,7 +51,7 @@ lint: $(DEV)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
-## The benchmark (about two minutes): ratios to a bare ASGI baseline and to Prism. ARGS=--scale N
+## The benchmark (about six minutes): ratios to a bare ASGI baseline and to Prism. ARGS="--scale N --direct-writes --granian"
 bench: $(DEV)
 	$(BIN)/python bench/run.py $(ARGS)
 

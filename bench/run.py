@@ -428,9 +428,9 @@ def table(results: list[Result], args: argparse.Namespace, seeding: dict[str, Se
     if costs:
         lines += ["", "What the access log and the metrics cost (default against lean "
                       "throughput): " + "; ".join(costs) + "."]
-    versus = [f"{r.name.replace(', default, granian', '')} {r.rps / uv.rps - 1:+.1%}"
+    versus = [f"{r.name.replace(', default, granian', '')} {r.rps / on_uvicorn.rps - 1:+.1%}"
               for r in results if ", granian)" in r.name
-              and (uv := by_name.get(r.name.replace(", granian)", ")"))) is not None]
+              and (on_uvicorn := by_name.get(r.name.replace(", granian)", ")"))) is not None]
     if versus:
         own = by_name.get("baseline (granian)")
         lines += ["", f"granian rows ({granian_version()}, ASGI, 1 worker, uvloop, HTTP/1; "
@@ -440,10 +440,10 @@ def table(results: list[Result], args: argparse.Namespace, seeding: dict[str, Se
                      f"{own.rps / single:.3f} x uvicorn's; the ratios above stay against "
                      "uvicorn's." if own else "")]
     grouped = [f"{r.name.replace(', default, direct writes', '')} "
-               f"{grouped.rps / r.rps - 1:+.1%} (p99 {grouped.p99_ms:.1f} against "
+               f"{group.rps / r.rps - 1:+.1%} (p99 {group.p99_ms:.1f} against "
                f"{r.p99_ms:.1f} ms)"
                for r in results if ", direct writes)" in r.name
-               and (grouped := by_name.get(r.name.replace(", direct writes)", ")"))) is not None]
+               and (group := by_name.get(r.name.replace(", direct writes)", ")"))) is not None]
     if grouped:
         lines += ["", "SQLite group commit (the default) against direct writes "
                       "(`CONNECTLINK_SQLITE_GROUP_COMMIT=off`, each write committed alone on the "
@@ -496,7 +496,7 @@ def main() -> int:
                               seeding=seeding)
         if args.direct_writes:  # its seeding's pace says little of its links': size from these
             plain = next(r for r in results if r.name == "POST link (SQLite, default)")
-            bench_connectlink("SQLite", "default", f"sqlite:///{work / 'group'}.db", 1, args,
+            bench_connectlink("SQLite", "default", f"sqlite:///{work / 'direct'}.db", 1, args,
                               work, results, "baseline", rate=max(3500, 1.5 * plain.rps),
                               reads=True, seeding=seeding,
                               variant=("direct writes",

@@ -37,7 +37,7 @@ class Store(Migratable, Protocol):
 
     def connections_in_use(self) -> int | None:
         """Database connections in use right now (the metrics' pool gauge); None for an
-        engine without a pool (SQLite: one connection, never held across an await)."""
+        engine without a pool (SQLite: a connection for reads, and the writer's)."""
         ...
 
     # retailers and their OAuth clients ----

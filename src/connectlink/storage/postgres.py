@@ -234,8 +234,9 @@ class PostgresStore(SQLStore):
         banner: str | None,
     ) -> LinkOutcome:
         try:
-            async with self.db.connection() as db:
-                row = await db.fetchrow(LINK, retailer_id, user_id, now, token_digest, banner)
+            row = await self.db.write(
+                lambda db: db.fetchrow(LINK, retailer_id, user_id, now, token_digest, banner),
+                atomic=False)  # one statement, atomic by itself
         except asyncpg.UniqueViolationError:  # the isolation rule, enforced by the index
             return LinkOutcome.ACCOUNT_TAKEN
         assert row is not None

@@ -30,11 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import sqlite3
-import sys
-import threading
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,20 +41,18 @@ from connectlink.storage.errors import DatabaseUnreachable
 from connectlink.storage.migrations import statements
 from connectlink.storage.records import Row
 from connectlink.storage.sql import SQLStore
+from connectlink.storage.sqlite_threads import WAL_SIZE_LIMIT, Checkpointer, Job, Writer
 
-CHECKPOINT_EVERY = 0.1  # seconds
-RESTART_PAGES = 1_000  # WAL pages (4 KiB) past which the writer finishes a checkpoint
-WAL_SIZE_LIMIT = 16 * 2**20  # bytes a WAL file is cut back to when it starts over, and
-# (group commit) past which the writer finishes a checkpoint itself
 AUTOCHECKPOINT_PAGES = 10_000  # the backstop, should the checkpointer fall behind
 # How long a writer waits for another process's write lock before answering 503.
 BUSY_TIMEOUT_MS = int(os.environ.get("CONNECTLINK_SQLITE_BUSY_TIMEOUT_MS", "5000"))
-MAX_BATCH = 256  # writes in one group commit at most
 STATEMENT_CACHE = 512  # prepared statements kept a connection
-# With group commit, how soon the event loop's thread hands the GIL to the writer that waits for
-# it (sys.setswitchinterval; Python's default is 5 ms). sqlite3 lets go of the GIL while SQLite
-# works, so the writer needs it back after every statement; at 5 ms it waited behind the busy
-# event loop each time, and group commit served links at 0.4x the rate of direct writes.
+# With group commit, how soon a serving process's event loop should hand the GIL to the writer
+# that waits for it (``sys.setswitchinterval``; Python's default is 5 ms; ``gil_switch_interval``
+# says it, the serving process sets it, an app in somebody else's process leaves it alone).
+# sqlite3 lets go of the GIL while SQLite works, so the writer needs it back after every
+# statement; at 5 ms it waited behind the busy event loop each time, and group commit served
+# links at 0.4x the rate of direct writes.
 GIL_SWITCH_INTERVAL = 0.0001  # seconds
 GROUP_COMMIT_DEFAULT = "on"
 
@@ -104,58 +99,6 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-class Checkpointer(threading.Thread):
-    """WAL checkpoints on a connection of its own, off the event loop's thread, that let the
-    WAL start over.
-
-    A passive checkpoint copies what the WAL holds without waiting for anyone, but under a
-    steady stream of commits it never catches up with the WAL's end (frames arrive while it
-    copies), so the WAL would never start over and would grow to the backstop. So this thread
-    copies the bulk, in two passes (the second takes what came in during the first), and once
-    the WAL holds ``RESTART_PAGES`` it leaves the last few frames to the connection that writes
-    (``finish``, between two of its writes): nothing can arrive while that one copies, so the
-    copy is complete, the next write starts the WAL over from its beginning, and
-    ``journal_size_limit`` cuts the file back. No checkpoint here waits on a writer: one that
-    did (RESTART) made the event loop's next ``BEGIN IMMEDIATE`` sleep through SQLite's busy
-    handler (1, 2, 5, 10 ms...), 25-40 ms stalls ten times a second.
-    """
-
-    def __init__(self, path: str) -> None:
-        super().__init__(name="sqlite-checkpointer", daemon=True)
-        self.path = path
-        self.stopping = threading.Event()
-        self.due = False  # the WAL is long and mostly copied: the writer is to finish it
-        self.restarts = 0  # checkpoints finished by the writer, for the tests
-
-    def run(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            while not self.stopping.wait(CHECKPOINT_EVERY):
-                self.round(db)
-        finally:
-            db.close()
-
-    def round(self, db: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):  # busy now: the next round will do
-            frames = 0
-            for _ in range(2):
-                _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if frames >= RESTART_PAGES:
-                self.due = True
-
-    def finish(self, db: sqlite3.Connection) -> None:
-        """On the writing connection, between two writes: copy the frames the last round left
-        (a millisecond or two), which completes the checkpoint."""
-        self.due = False
-        with contextlib.suppress(sqlite3.Error):
-            _busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self.restarts += frames == copied
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(5)
-
-
 def _checkpoint(path: str) -> None:
     """One passive checkpoint, on a connection of its own (for a thread of the caller's)."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -164,131 +107,6 @@ def _checkpoint(path: str) -> None:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         db.close()
-
-
-def _run(body: Write[T], connection: SQLiteConnection) -> T:
-    """``body``, run to its end here and now: its statements never suspend it, so one step of
-    its coroutine is the whole of it (and a coroutine that does suspend is a mistake)."""
-    coroutine = body(connection)
-    assert isinstance(coroutine, Coroutine)
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coroutine.close()
-    raise RuntimeError("a SQLite write may await nothing but its statements")
-
-
-class _Job:
-    __slots__ = ("body", "error", "future", "result")
-
-    def __init__(self, body: Write[Any], future: asyncio.Future[Any]) -> None:
-        self.body = body
-        self.future = future
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-def _finish(jobs: list[_Job]) -> None:
-    """On the event loop: answer each job's caller (unless it has gone meanwhile)."""
-    for job in jobs:
-        if not job.future.done():
-            if job.error is not None:
-                job.future.set_exception(job.error)
-            else:
-                job.future.set_result(job.result)
-
-
-class Writer(threading.Thread):
-    """Group commit: the writes that are waiting, in one transaction, a savepoint each."""
-
-    def __init__(self, path: str, synchronous: str, checkpointer: Checkpointer) -> None:
-        super().__init__(name="sqlite-writer", daemon=True)
-        self._checkpointer = checkpointer
-        self._wal = f"{path}-wal"
-        self._db = _connect(path, synchronous)
-        self._connection = SQLiteConnection(self._db, path)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.batches = 0  # commits made, for the tests and the benchmark
-        self.jobs = 0
-
-    def submit(self, job: _Job) -> None:
-        self._jobs.put(job)
-
-    def run(self) -> None:
-        try:
-            while (first := self._jobs.get()) is not None:
-                jobs = [first]
-                while len(jobs) < MAX_BATCH:
-                    try:
-                        job = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        self._jobs.put(None)  # stop after this batch
-                        break
-                    jobs.append(job)
-                try:
-                    self._commit(jobs)
-                except Exception as exc:  # SQLite refusing a savepoint or a rollback: no
-                    self._fail(jobs, exc)  # caller is left waiting, and the thread goes on
-                self.batches += 1
-                self.jobs += len(jobs)
-                by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-                for job in jobs:
-                    by_loop.setdefault(job.future.get_loop(), []).append(job)
-                for loop, answered in by_loop.items():
-                    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                        loop.call_soon_threadsafe(_finish, answered)
-                if self._checkpointer.due or self._wal_size() > WAL_SIZE_LIMIT:
-                    # The second: the checkpointer has fallen behind (a torrent of writes, or
-                    # a starved thread); on this thread, so as not to leave it to the backstop.
-                    self._checkpointer.finish(self._db)
-        finally:
-            self._db.close()
-
-    def _wal_size(self) -> int:
-        try:
-            return os.stat(self._wal).st_size
-        except OSError:
-            return 0
-
-    def _commit(self, jobs: list[_Job]) -> None:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:  # another process held the write lock past the timeout
-            for job in jobs:
-                job.error = exc
-            return
-        for job in jobs:
-            db.execute("SAVEPOINT job")
-            try:
-                job.result = _run(job.body, self._connection)
-            except BaseException as exc:
-                job.error = exc
-                if not db.in_transaction:  # SQLite gave up the whole transaction (disk full)
-                    self._fail(jobs, exc)
-                    return
-                db.execute("ROLLBACK TO job")
-            db.execute("RELEASE job")
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._fail(jobs, exc)
-
-    def _fail(self, jobs: list[_Job], exc: BaseException) -> None:
-        """The batch's transaction is lost: none of its writes happened."""
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-        for job in jobs:
-            job.error, job.result = exc, None
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-        self.join(10)
 
 
 def _unavailable(exc: BaseException | None, path: str) -> None:
@@ -360,15 +178,20 @@ class _Autocommit:
     """``async with engine.connection()``: single statements (reads; direct single-statement
     writes); a class, not a generator, since it wraps every query on the hot path."""
 
-    __slots__ = ("_connection",)
+    __slots__ = ("_connection", "_read_only")
 
-    def __init__(self, connection: SQLiteConnection) -> None:
+    def __init__(self, connection: SQLiteConnection, read_only: bool) -> None:
         self._connection = connection
+        self._read_only = read_only
 
     async def __aenter__(self) -> SQLiteConnection:
         return self._connection
 
     async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if self._read_only and isinstance(exc, sqlite3.OperationalError) and "readonly" in str(
+                exc):  # a mistake of this code, not a read-only file
+            raise RuntimeError("a write outside Engine.write, on the event loop's read-only "
+                               "connection (group commit)") from exc
         _unavailable(exc, self._connection.path)
 
 
@@ -425,24 +248,37 @@ class SQLiteEngine:
         if group_commit is None:
             group_commit = _group_commit()
         self.path = path
-        self._db = _connect(path, synchronous, read_only=group_commit and path != ":memory:")
+        # A private in-memory database exists for one connection only: no thread of its own.
+        group_commit = group_commit and path != ":memory:"
+        self._db = _connect(path, synchronous, read_only=group_commit)
         connection = SQLiteConnection(self._db, path)
         self._transaction = _Transaction(self._db, connection)
-        self._autocommit = _Autocommit(connection)
-        # A private in-memory database exists for one connection only: no thread of its own.
-        self._checkpointer = Checkpointer(path) if path != ":memory:" else None
+        self._autocommit = _Autocommit(connection, read_only=group_commit)
+        self._checkpointer = Checkpointer(path, writer_off_loop=group_commit) if (
+            path != ":memory:") else None
         self._writer: Writer | None = None
         if self._checkpointer is not None:
             if group_commit:
-                sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
-                self._writer = Writer(path, synchronous, self._checkpointer)
+                try:
+                    writing = _connect(path, synchronous)
+                except BaseException:
+                    self._db.close()
+                    raise
+                self._writer = Writer(writing, SQLiteConnection(writing, path), f"{path}-wal",
+                                      self._checkpointer)
                 self._writer.start()
             self._checkpointer.start()
 
     @property
-    def group_commit(self) -> Writer | None:
+    def writer(self) -> Writer | None:
         """The writer thread, when writes are group-committed."""
         return self._writer
+
+    @property
+    def gil_switch_interval(self) -> float | None:
+        """What a process that serves from this engine alone should set its GIL switch interval
+        to (``sys.setswitchinterval``), if anything: see ``GIL_SWITCH_INTERVAL``."""
+        return GIL_SWITCH_INTERVAL if self._writer is not None else None
 
     @property
     def checkpointer(self) -> Checkpointer | None:
@@ -458,12 +294,20 @@ class SQLiteEngine:
             async with self._transaction as db:
                 return await body(db)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.submit(_Job(body, future))
+        job = Job(body, future)
+        self._writer.submit(job)
         try:
             return await future
+        except asyncio.CancelledError:  # its caller has gone: if it has not run yet, it won't
+            job.cancelled = True
+            raise
         except sqlite3.Error as exc:
             _unavailable(exc, self.path)
             raise
+        finally:
+            # A failure's traceback holds this frame: without this, frame, future and failure
+            # would be a reference cycle, left for the garbage collector.
+            del job, future
 
     def connection(self) -> _Autocommit:
         return self._autocommit
@@ -492,14 +336,17 @@ class SQLiteEngine:
             await asyncio.to_thread(_checkpoint, self._checkpointer.path)
 
     def connections_in_use(self) -> int | None:
-        return None  # one connection, and no transaction outlives a step of the event loop
+        return None  # no pool: one connection for reads, and the writer's (or the same one)
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._stop_threads)
+        self._db.close()
+
+    def _stop_threads(self) -> None:
         if self._writer is not None:
-            await asyncio.to_thread(self._writer.stop)
+            self._writer.stop()  # what is queued is written, or refused: nobody is left waiting
         if self._checkpointer is not None:
             self._checkpointer.stop()
-        self._db.close()
 
 
 def open_sqlite(url: str) -> SQLStore:
