@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from connectlink import security
 from connectlink.clock import SystemClock
 from connectlink.linking import retailers
-from connectlink.storage import using_store
+from connectlink.storage import Store, using_store
+from connectlink.storage.sql import SQLStore
 
 DAY = 86_400
 YEAR = 365 * DAY
@@ -125,65 +126,24 @@ async def _postgres_rows(database_url: str, retailer_id: int, accounts: int, fir
 
 
 async def filler(database_url: str, links: int) -> None:
-    """``links`` more links under a retailer of their own, inserted in bulk."""
+    """``links`` more links under a retailer of their own: ``batch``'s accounts and users, the
+    n-th user linked to the n-th account, in one statement through the store."""
     clock = SystemClock()
-    shop = await using_store(
+    created = await using_store(
         database_url, lambda store: retailers.create(store, clock, "Filler", [REDIRECT_URI]),
         "upgrade")
-    now = clock.now()
-    if database_url.startswith("sqlite"):
-        _sqlite_filler(database_url, shop.retailer.id, links, now)
-    else:
-        await _postgres_filler(database_url, shop.retailer.id, links, now)
+    shop = Shop(created.retailer.id, created.client.client_id, created.client_secret)
+    rows = await batch(database_url, shop, links, 1, links)
 
-
-def _sqlite_filler(database_url: str, retailer_id: int, links: int, now: float) -> None:
-    import sqlite3
-
-    from connectlink.storage.sqlite import path_from_url
-
-    db = sqlite3.connect(path_from_url(database_url), isolation_level=None)
-    try:
-        base = db.execute("SELECT coalesce(max(id), 0) FROM instacart_accounts").fetchone()[0]
-        user_base = db.execute("SELECT coalesce(max(pk), 0) FROM connect_users").fetchone()[0]
-        db.execute("BEGIN")
-        db.executemany(
-            "INSERT INTO instacart_accounts (id, email, phone, password_hash, "
-            "membership_expires_at, created_at) VALUES (?, ?, '+18005550100', ?, ?, ?)",
-            ((base + i + 1, f"filler{base + i}@example.com", PASSWORD_HASH, now + YEAR, now)
-             for i in range(links)))
-        db.executemany(
-            "INSERT INTO connect_users (pk, retailer_id, user_id, first_name, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'Filler', ?, ?)",
-            ((user_base + i + 1, retailer_id, f"f{i}", now, now) for i in range(links)))
-        db.executemany(
+    async def link(store: Store) -> None:
+        assert isinstance(store, SQLStore)
+        await store.db.write(lambda db: db.execute(
             "INSERT INTO links (connect_user_pk, retailer_id, account_id, linked_at) "
-            "VALUES (?, ?, ?, ?)",
-            ((user_base + i + 1, retailer_id, base + i + 1, now) for i in range(links)))
-        db.execute("COMMIT")
-    finally:
-        db.close()
+            "SELECT pk, retailer_id, CAST(? AS INTEGER) + CAST(substr(user_id, ?) AS INTEGER), "
+            "CAST(? AS DOUBLE PRECISION) FROM connect_users WHERE retailer_id = ?",
+            rows.first_account - 1, len(USER_PREFIX) + 1, clock.now(), shop.retailer_id),
+            atomic=False)
+        if store.engine == "postgres":
+            await store.db.write(lambda db: db.execute("ANALYZE links"), atomic=False)
 
-
-async def _postgres_filler(database_url: str, retailer_id: int, links: int, now: float) -> None:
-    import asyncpg
-
-    db = await asyncpg.connect(database_url)
-    try:
-        async with db.transaction():
-            accounts = await db.fetch(
-                "INSERT INTO instacart_accounts (email, phone, password_hash, "
-                "membership_expires_at, created_at) SELECT 'filler' || g || '.' || $1 || "
-                "'@example.com', '+18005550100', $2, $3, $4 FROM generate_series(1, $5) g "
-                "RETURNING id", str(retailer_id), PASSWORD_HASH, now + YEAR, now, links)
-            users = await db.fetch(
-                "INSERT INTO connect_users (retailer_id, user_id, first_name, created_at, "
-                "updated_at) SELECT $1, 'f' || g, 'Filler', $2, $2 "
-                "FROM generate_series(1, $3) g RETURNING pk", retailer_id, now, links)
-            await db.copy_records_to_table(
-                "links", columns=["connect_user_pk", "retailer_id", "account_id", "linked_at"],
-                records=[(u[0], retailer_id, a[0], now) for u, a in zip(users, accounts,
-                                                                        strict=True)])
-        await db.execute("ANALYZE")
-    finally:
-        await db.close()
+    await using_store(database_url, link)
