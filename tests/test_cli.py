@@ -360,6 +360,25 @@ def test_clients_create_list_and_add_redirect_uri(run: CLI, database_url: str) -
     for bad in ("/relative/cb", "https://a.example/cb#x", "https:///no-host", "https://a b/"):
         assert bad in run.fails(4, "clients", "add-redirect-uri", "--client-id",
                                 shop["client_id"], "--redirect-uri", bad)
+    refusals = {
+        "javascript:alert(1)": "is not https",
+        "data:text/html,hi": "is not https",
+        "com.shop.app:/cb": "is not https",
+        "http://*.example/cb": "not loopback",
+        "https://*.shop.example/cb": "has a wildcard",
+        "https://shop.example/cb/*": "has a wildcard",
+        "http://shop.example/cb": "not loopback",
+        "https://user:pw@shop.example/cb": "has user info",
+        "http://localhost:abc/cb": "is not a URI",
+    }
+    for bad, reason in refusals.items():
+        assert reason in run.fails(4, "clients", "add-redirect-uri", "--client-id",
+                                   shop["client_id"], "--redirect-uri", bad)
+        assert reason in run.fails(4, "retailers", "create", "--name", "x",
+                                   "--redirect-uri", bad)
+    for loopback in ("http://localhost:3000/cb", "http://127.0.0.1/cb", "http://[::1]:8/cb"):
+        assert run.json("clients", "add-redirect-uri", "--client-id", shop["client_id"],
+                        "--redirect-uri", loopback)["added"] is True
     assert "has a fragment" in run.fails(4, "retailers", "create", "--name", "x",
                                          "--redirect-uri", "https://a.example/#f")
     assert "needs a name" in run.fails(4, "retailers", "create", "--name", " ",

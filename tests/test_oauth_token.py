@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import httpx
+import pytest
+
+from conftest import SECRET_KEY, START, upgraded
+from connectlink.clock import ManualClock
 from connectlink.oauth import pkce
-from support import Emulator, Retailer
+from connectlink.server.app import create_app
+from connectlink.settings import Settings
+from support import Emulator, Retailer, ThreadServer, new_retailer
 
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 # RFC 7636 Appendix B, copied from the RFC: expectations never come from the code under test.
@@ -156,6 +164,18 @@ def test_pkce_s256_and_plain(shop: Retailer) -> None:
     assert shop.exchange(swapped, code_verifier=RFC_VERIFIER).json()["error"] == "invalid_grant"
 
 
+def test_a_verifier_for_a_code_without_a_challenge_is_refused(shop: Retailer) -> None:
+    """RFC 9700 section 4.8.2: a code issued without a challenge, exchanged with a verifier, is
+    a stripped challenge (a PKCE downgrade). Like any failed exchange it spends the code."""
+    account = shop.instacart_user("s@example.com")
+    code = shop.code(account)
+    response = shop.exchange(code, code_verifier=RFC_VERIFIER)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+    assert shop.exchange(code).json()["error"] == "invalid_grant"
+    assert shop.exchange(shop.code(account)).status_code == 200  # no verifier: as before
+
+
 def test_client_requiring_pkce_needs_a_challenge(emulator: Emulator) -> None:
     strict = emulator.retailer(require_pkce=True)
     account = strict.instacart_user("s@example.com")
@@ -213,3 +233,33 @@ def test_query_params_refusal_issues_nothing(emulator: Emulator, shop: Retailer)
     assert response.status_code == 403
     assert "access_token" not in response.json()
 
+
+
+@pytest.mark.parametrize("profile", ["emulator", "production"])
+def test_a_token_request_reads_its_client_once(database_url: str, profile: str) -> None:
+    """Authentication, the emulator's journal and faults, the rate limit and the grant all use
+    the one read of the client (the real store, its calls counted)."""
+    overrides = {"secret_key": SECRET_KEY} if profile == "production" else {}
+    settings = Settings.for_profile(profile, database_url=upgraded(database_url),
+                                    access_log=False, **overrides)
+    app = create_app(settings, clock=ManualClock(START))
+    server = ThreadServer(settings, ManualClock(START))
+    server.start(app)
+    try:
+        store = app.state.context.store
+        reads: list[str] = []
+        real = store.get_client
+
+        async def counted(client_id: str) -> Any:
+            reads.append(client_id)
+            return await real(client_id)
+
+        store.get_client = counted
+        with httpx.Client(base_url=server.url) as http:
+            shop = new_retailer(http, database_url=settings.database_url)
+            for grant in ("client_credentials", "authorization_code", "password"):
+                reads.clear()
+                shop.token_request(grant_type=grant, code="c", redirect_uri=shop.redirect_uri)
+                assert reads == [shop.client_id], grant
+    finally:
+        server.stop()

@@ -225,6 +225,24 @@ def test_requests_without_a_valid_client_are_limited_by_address(database_url: st
                                   headers={"Content-Type": "application/json"}).status_code == 400
 
 
+def test_wrong_secrets_naming_a_client_spend_their_address_not_the_client(
+    database_url: str
+) -> None:
+    """A client_id travels in every authorization URL: naming it without its secret must not
+    spend its bucket (decisions.md "Rate limits")."""
+    with served(database_url, rate_limit_token=1) as emulator:
+        shop = emulator.retailer()
+        transport = httpx.HTTPTransport(local_address="127.0.0.3")
+        with httpx.Client(base_url=emulator.http.base_url, transport=transport) as attacker:
+            guesses = [attacker.post("/v2/oauth/token", json={
+                "grant_type": "client_credentials", "client_id": shop.client_id,
+                "client_secret": f"guess-{n}"}).status_code for n in range(6)]
+            assert guesses[:2] == [401, 401] and guesses[-1] == 429  # the address's burst
+        assert [shop.token_request(grant_type="client_credentials").status_code
+                for _ in range(2)] == [200, 200]  # the client's own burst, whole
+        assert shop.token_request(grant_type="client_credentials").status_code == 429
+
+
 def test_the_token_endpoints_have_a_bucket_of_their_own(database_url: str) -> None:
     with served(database_url, rate_limit_api=1, rate_limit_token=1) as emulator:
         shop = emulator.retailer()

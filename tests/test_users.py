@@ -45,6 +45,18 @@ def test_user_ids_are_per_retailer(shop: Retailer, other_shop: Retailer) -> None
     assert other_shop.get("/v2/fulfillment/users/42").json()["first_name"] == "Bob"
 
 
+def test_dot_segment_user_ids_are_invalid(shop: Retailer) -> None:
+    """No RFC 3986 client can address ``/users/.`` or ``/users/..``; ids that merely hold dots
+    are fine."""
+    for user_id in (".", ".."):
+        response = shop.create_user(user_id)
+        assert response.status_code == 400
+        assert response.json()["error"] == {"message": "is invalid", "code": 1001}
+        assert response.json()["meta"] == {"key": "user_id"}
+    for user_id in ("...", ".a", "a..b"):
+        assert shop.create_user(user_id).status_code == 200
+
+
 def test_a_rejected_create_changes_nothing(shop: Retailer) -> None:
     shop.create_user("42", first_name="ann")
     assert shop.create_user("42", first_name="b:b").status_code == 400

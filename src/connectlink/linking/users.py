@@ -14,6 +14,7 @@ from connectlink.storage.base import Store
 
 # connect-api.md section 0: the Accept-Language values Connect knows.
 SUPPORTED_LOCALES = frozenset({"en-US", "en-CA", "fr-CA"})
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 def capitalise(name: str) -> str:
@@ -22,8 +23,9 @@ def capitalise(name: str) -> str:
 
 
 def _addressable(user_id: str) -> bool:
-    # A user_id travels as one path segment in every later call.
-    return "/" not in user_id and text.clean(user_id)
+    # A user_id travels as one path segment in every later call, and RFC 3986 section 5.2.4
+    # removes the dot segments "." and ".." from every path a client builds.
+    return "/" not in user_id and user_id not in _DOT_SEGMENTS and text.clean(user_id)
 
 
 def stored_id(user_id: str) -> str:

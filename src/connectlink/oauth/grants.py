@@ -62,29 +62,43 @@ async def find_client(store: Store, client_id: str | None) -> OAuthClient | None
     return await store.get_client(client_id)
 
 
-async def authenticate_client(store: Store, request: TokenRequest) -> OAuthClient:
-    """RFC 6749 section 2.3: the client named by the request, if its secret is right."""
+async def named_client(store: Store, request: TokenRequest) -> OAuthClient | None:
+    """The client a token request names, whether or not its secret is right: the one read
+    of the client a token request makes (``authenticate`` then checks the secret)."""
+    credentials = request.credentials
+    return await find_client(store, credentials.client_id if credentials else None)
+
+
+def authenticate(request: TokenRequest, named: OAuthClient | None) -> OAuthClient:
+    """RFC 6749 section 2.3: ``named`` (``named_client``'s answer), if the request's secret is
+    its secret. An unknown client is compared against a decoy, so both take the same time."""
     credentials = request.credentials
     if credentials is None:
         raise InvalidClient()
-    client = await find_client(store, credentials.client_id)
-    stored = client.secret_digest if client is not None else _NO_SUCH_SECRET
-    if not security.matches(credentials.client_secret, stored) or client is None:
+    stored = named.secret_digest if named is not None else _NO_SUCH_SECRET
+    if not security.matches(credentials.client_secret, stored) or named is None:
         raise InvalidClient(basic_challenge=credentials.via_basic)
-    return client
+    return named
 
 
-async def issue_token(
-    store: Store, clocks: Clocks, lifetimes: TokenLifetimes, request: TokenRequest
-) -> IssuedToken:
-    """``POST /v2/oauth/token``: the grant named by ``grant_type``, by the time of the
-    client's retailer."""
+def check_grant_type(request: TokenRequest) -> str:
+    """The grant a token request names, checked before its client is (connect-api.md
+    section 1): none is ``invalid_request``, one not supported ``unsupported_grant_type``."""
     grant_type = request.get("grant_type")
     if grant_type is None:
         raise InvalidRequest()
     if grant_type not in SUPPORTED_GRANTS:
         raise UnsupportedGrantType()
-    client = await authenticate_client(store, request)
+    return grant_type
+
+
+async def issue_token(
+    store: Store, clocks: Clocks, lifetimes: TokenLifetimes, request: TokenRequest,
+    client: OAuthClient,
+) -> IssuedToken:
+    """``POST /v2/oauth/token``: the grant named by ``grant_type``, for ``client`` (already
+    authenticated: ``authenticate``), by the time of the client's retailer."""
+    grant_type = check_grant_type(request)
     allowed = client.scopes_for(grant_type)
     if allowed is None:
         raise UnauthorizedGrant()
@@ -139,9 +153,13 @@ async def _authorization_code(
             raise InvalidGrant()
         if redirect_uri != grant.redirect_uri or redirect_uri not in client.redirect_uris:
             raise InvalidGrant()
-        if grant.code_challenge is not None and not pkce.verify(
-            verifier, grant.code_challenge, grant.code_challenge_method or "plain"
-        ):
+        if grant.code_challenge is None:
+            # RFC 9700 sections 2.1.1 and 4.8.2: a verifier for a code issued without a
+            # challenge means the challenge was stripped on the way (a PKCE downgrade).
+            if verifier is not None:
+                raise InvalidGrant()
+        elif not pkce.verify(verifier, grant.code_challenge,
+                             grant.code_challenge_method or "plain"):
             raise InvalidGrant()
         return AccessToken(
             digest=security.digest(value),
@@ -160,9 +178,10 @@ async def _authorization_code(
     return IssuedToken(value, lifetimes.linking_token, int(now), scopes.render(token.scopes))
 
 
-async def revoke(store: Store, clocks: Clocks, request: TokenRequest) -> None:
-    """``POST /v2/oauth/token/revoke`` (RFC 7009): only the issuing client may revoke."""
-    client = await authenticate_client(store, request)
+async def revoke(store: Store, clocks: Clocks, request: TokenRequest,
+                 client: OAuthClient) -> None:
+    """``POST /v2/oauth/token/revoke`` (RFC 7009), by ``client`` (already authenticated): only
+    the issuing client may revoke."""
     token = request.get("token")
     if token is None:
         raise InvalidRequest()

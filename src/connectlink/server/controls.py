@@ -41,7 +41,7 @@ from connectlink.emulator.clocks import KnownClocks
 from connectlink.emulator.records import FaultRule, JournalEntry
 from connectlink.errors import ConnectError, ConnectLinkError
 from connectlink.models import AccessToken
-from connectlink.oauth import grants, headers
+from connectlink.oauth import headers
 from connectlink.oauth.grants import TokenLifetimes
 from connectlink.server.context import Context, json_object
 from connectlink.server.observe.logs import REQUEST_ID
@@ -193,16 +193,6 @@ class Controls:
         if token is not None:
             self.journal_as(request, token.retailer_id, await self.client_id(token.client_pk),
                             token)
-
-    async def named_client(self, request: Request, client_id: str | None) -> tuple[
-            int | None, str | None]:
-        """The retailer of the client a request names (before its secret is checked: the
-        journal shows a wrong secret too), and that client's id if it exists."""
-        client = await grants.find_client(self.ctx.db, client_id)
-        if client is None:
-            return None, None
-        self.journal_as(request, client.retailer_id, client.client_id)
-        return client.retailer_id, client.client_id
 
     # faults -----------------------------------------------------------------------------------
     async def fault(self, request: Request, endpoint: str, retailer_id: int | None,

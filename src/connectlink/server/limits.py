@@ -4,9 +4,9 @@ refilled continuously at the configured rate, holding twice the rate (at least o
 The operation table names each operation's bucket (``Operation.bucket``: ``token`` for the
 token endpoints, ``api`` for the rest of the API) and asks ``Limiter.gate`` for its gate once,
 when the routes are built: an operation whose limit is off gets no gate and pays nothing per
-request. Keys say what was identified: ``client:<pk>`` (an authenticated bearer's client),
-``client_id:<text>`` (the client a token request names) or ``address:<ip>`` (nothing, or
-nothing valid, was presented).
+request. Keys say what was proven: ``client:<pk>`` (a client that authenticated, by its
+bearer token or its secret) or ``address:<ip>`` (nothing, or nothing valid, was presented: a
+``client_id`` nobody proved names no bucket).
 
 The buckets live in the worker (``LocalBuckets``), or in Redis (``RedisBuckets``) so that one
 limit holds across every worker and host that names the same Redis.
@@ -55,10 +55,6 @@ class Rate:
 
 def client_key(client_pk: int) -> str:
     return f"client:{client_pk}"
-
-
-def client_id_key(client_id: str) -> str:
-    return f"client_id:{client_id}"
 
 
 def address_key(address: str | None) -> str:

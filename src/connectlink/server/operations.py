@@ -6,8 +6,9 @@ must present, its summary, its request and response bodies and the refusals it d
 
 Authentication happens here, once, before a handler runs: a ``BEARER`` operation's handler is
 called with the caller's access token, already checked for the operation's scope, and a
-``CLIENT`` operation's with its parsed token request. The rate limit of the operation's bucket
-(decisions.md "Rate limits") is checked right after, keyed by the client that was identified.
+``CLIENT`` operation's with its parsed token request and its client, authenticated once. The
+rate limit of the operation's bucket (decisions.md "Rate limits") is checked right after, keyed
+by the client that was proven: a request that proves none spends its address's bucket.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectlink import errors, text, wire
+from connectlink import errors, wire
 from connectlink.emulator import wire as ew
 from connectlink.errors import BearerError, ConnectLinkError
-from connectlink.models import FULFILLMENT, AccessToken
+from connectlink.models import FULFILLMENT, AccessToken, OAuthClient
+from connectlink.oauth import grants
 from connectlink.oauth.authorize import AuthorizationRequest
 from connectlink.oauth.requests import TokenRequest
 from connectlink.server import limits
-from connectlink.server.context import authorize, read_body, token_request
+from connectlink.server.context import authorize, context, read_body, token_request
 from connectlink.server.controls import Controls
 from connectlink.server.endpoints import admin, docs, health, links, oauth, sandbox, users
 from connectlink.server.pages import views
@@ -36,7 +38,8 @@ from connectlink.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 BearerHandler = Callable[[Request, AccessToken], Awaitable[Response]]
-ClientHandler = Callable[[Request, TokenRequest], Awaitable[Response]]
+ClientHandler = Callable[[Request, TokenRequest, OAuthClient], Awaitable[Response]]
+Precheck = Callable[[TokenRequest], object]  # raises what the request lacks, before its client
 
 
 class Family(enum.Enum):
@@ -90,6 +93,7 @@ class Operation:
     response: type[Any] | None = None  # the success's body (None: a page or a redirect)
     success: int = 200  # the success's status
     errors: tuple[ConnectLinkError, ...] = ()
+    precheck: Precheck | None = None  # CLIENT: what is checked before the client is
 
     @property
     def page(self) -> bool:
@@ -133,7 +137,7 @@ class Operation:
         if self.caller is Caller.BEARER:
             return _bearer(self.handler, self.scope, gate, seam)
         if self.caller is Caller.CLIENT:
-            return _client(self.handler, gate, seam)
+            return _client(self.handler, self.precheck, gate, seam)
         if seam is not None and self.name in _NAMED_BY_CLIENT:
             return _page(self.handler, gate, seam)
         return self.handler if gate is None else _anonymous(self.handler, gate)
@@ -160,11 +164,20 @@ class _Seam:
         """A bearer token refused as expired or revoked is still its retailer's: journaled."""
         await self.controls.refused_bearer(request)
 
-    async def named(self, request: Request, client_id: str | None,
-                    grant_type: str | None = None) -> Response | None:
-        retailer_id, known = await self.controls.named_client(request, client_id)
-        return await self.controls.fault(request, self.endpoint, retailer_id, known,
-                                         grant_type=grant_type)
+    async def named(self, request: Request, client_id: str | None) -> Response | None:
+        """A page that names a client by its id (not proven: pages have no secret)."""
+        client = await grants.find_client(self.controls.ctx.db, client_id)
+        return await self.client(request, client)
+
+    async def client(self, request: Request, client: OAuthClient | None,
+                     grant_type: str | None = None) -> Response | None:
+        """A request that names ``client`` (before its secret is checked: the journal shows a
+        wrong secret too)."""
+        if client is None:
+            return None
+        self.controls.journal_as(request, client.retailer_id, client.client_id)
+        return await self.controls.fault(request, self.endpoint, client.retailer_id,
+                                         client.client_id, grant_type=grant_type)
 
 
 def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None,
@@ -195,9 +208,11 @@ def _bearer(handler: BearerHandler, scope: str | None, gate: limits.Gate | None,
     return limited
 
 
-def _client(handler: ClientHandler, gate: limits.Gate | None, seam: _Seam | None) -> Handler:
-    """The client the request names is the key, before the store is asked anything about it
-    (the store checks its secret): one without, or an unreadable request, its address."""
+def _client(handler: ClientHandler, precheck: Precheck | None, gate: limits.Gate | None,
+            seam: _Seam | None) -> Handler:
+    """The client is authenticated once, here, and only a client whose secret is proven spends
+    its own bucket: a request that names one it cannot prove (or none, or is unreadable)
+    spends its address's, so nobody exhausts a retailer's budget by knowing its client id."""
 
     async def identified(request: Request) -> Response:
         try:
@@ -206,15 +221,22 @@ def _client(handler: ClientHandler, gate: limits.Gate | None, seam: _Seam | None
             if gate is not None:
                 await gate(_address(request))
             raise
-        named = parsed.credentials.client_id if parsed.credentials is not None else None
+        named = await grants.named_client(context(request).db, parsed)
         if seam is not None:  # first, as for a bearer
-            faulted = await seam.named(request, named, parsed.get("grant_type"))
+            faulted = await seam.client(request, named, parsed.get("grant_type"))
             if faulted is not None:
                 return faulted
+        try:
+            if precheck is not None:
+                precheck(parsed)
+            client = grants.authenticate(parsed, named)
+        except ConnectLinkError:
+            if gate is not None:
+                await gate(_address(request))
+            raise
         if gate is not None:
-            await gate(limits.client_id_key(named) if named is not None and
-                       text.identifier(named) else _address(request))
-        return await handler(request, parsed)
+            await gate(limits.client_key(client.pk))
+        return await handler(request, parsed, client)
 
     return identified
 
@@ -266,6 +288,7 @@ OPERATIONS = (
         request=wire.TokenRequestBody, response=wire.Token,
         errors=(errors.UnsupportedGrantType(), errors.InvalidScope(), errors.InvalidGrant(),
                 errors.UnauthorizedGrant()),
+        precheck=grants.check_grant_type,
     ),
     Operation(
         "revoke_token", "POST", "/v2/oauth/token/revoke", Family.OAUTH, Caller.CLIENT,
