@@ -108,6 +108,11 @@ class AppServer:
                 raise RuntimeError("the test server did not start")
             self._thread.join(0.005)
 
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        """Run ``callback(*args)`` on the server's event loop, as its own code would."""
+        assert self._server is not None and self._server._loop is not None
+        self._server._loop.call_soon_threadsafe(callback, *args)
+
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
             self._server.stop_soon()

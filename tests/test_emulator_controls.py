@@ -594,3 +594,53 @@ def test_requests_refused_by_a_rate_limit_or_a_fault_are_journaled_whole(
         assert shop.link("u1", token).status_code in {503, 429}
         [faulted] = admin.journal(shop, operation="link")
         assert faulted["secrets"] == {"linking_token": fingerprint(token)}
+
+
+# --- the journal stores whatever a request carried -----------------------------------------
+def test_a_nul_in_a_path_is_journaled_replaced_and_the_journal_goes_on(
+    admin: Admin, shop: Retailer
+) -> None:
+    """PostgreSQL's text cannot hold NUL: the entry says what it had to replace, and the
+    entries after it are journaled as usual (issue 19, item 1)."""
+    token = shop.access_token()
+    assert shop.get("/v2/fulfillment/users/a%00b/link", token=token).status_code == 400
+    assert shop.get("/v2/fulfillment/users/after/link", token=token).status_code == 400
+    after, bad = admin.journal(shop)[:2]
+    assert after["path"] == "/v2/fulfillment/users/after/link" and "replaced" not in after
+    assert bad["path"] == "/v2/fulfillment/users/a\ufffdb/link"
+    assert bad["replaced"] is True and bad["status"] == 400
+
+
+def test_a_batch_the_database_refuses_loses_only_the_entry_it_cannot_take(
+    database_url: str,
+) -> None:
+    """An entry no retrying can store (here an id past any integer column) is dropped,
+    counted and logged; the entries batched with it, and every later one, are stored."""
+    from connectlink.clock import ManualClock
+    from connectlink.emulator.records import JournalEntry
+    from connectlink.server.app import create_app
+    from support import ThreadServer, new_retailer
+
+    settings = Settings.for_profile("emulator", database_url=upgraded(database_url),
+                                    access_log=False, metrics=True)
+    app = create_app(settings, clock=ManualClock(START))
+    server = ThreadServer(settings, ManualClock(START))
+    server.start(app)
+    try:
+        controls = app.state.context.controls
+        with httpx.Client(base_url=server.url) as http:
+            shop = new_retailer(http, settings.database_url)
+            token = shop.access_token()
+            unstorable = JournalEntry(retailer_id=2**70, at=0.0, method="GET", path="/x",
+                                      operation=None, status=400, latency_ms=0.0,
+                                      request_id="unstorable")
+            server.call_soon(controls.pending.append, unstorable)  # as a request would
+            for n in range(3):
+                shop.get(f"/v2/fulfillment/users/u{n}/link", token=token)
+            paths = [e["path"] for e in Admin(http).journal(shop)]
+            assert paths[:3] == [f"/v2/fulfillment/users/u{n}/link" for n in (2, 1, 0)]
+            assert controls.dropped == 1
+            scraped = http.get("/metrics").text
+            assert "connectlink_journal_entries_dropped_total 1.0" in scraped
+    finally:
+        server.stop()

@@ -165,6 +165,41 @@ def test_not_you_signs_out(shopper: Shopper) -> None:
     assert title(shopper.http.get(out.headers["location"])) == "Log in to Instacart"
 
 
+def _copy_of_the_cookie(shopper: Shopper, emulator: Emulator) -> Shopper:
+    thief = Shopper(emulator, shopper.shop)
+    thief.http.cookies.update(shopper.http.cookies)
+    return thief
+
+
+def test_a_copy_of_the_cookie_taken_before_sign_out_is_signed_out_too(
+    shopper: Shopper, emulator: Emulator
+) -> None:
+    """OWASP ASVS V3.3.1: sign-out ends the session on the server, not only in one browser."""
+    shopper.open()
+    shopper.sign_in("s@example.com")
+    thief = _copy_of_the_cookie(shopper, emulator)
+    assert title(thief.open()).startswith("Allow ")
+    consent_form = thief.form("/oauth/authorize")
+    shopper.http.post("/oauth/sign_out", data=shopper.form("/oauth/sign_out"))
+    assert title(thief.open()) == "Log in to Instacart"
+    thief.open()
+    # the consent form it had open mints no code: the session is gone
+    decided = thief.http.post("/oauth/authorize", data={**consent_form, "decision": "allow"})
+    assert "code=" not in decided.headers.get("location", "")
+    assert _codes(emulator) == 0
+
+
+def test_a_lock_of_the_account_everywhere_ends_its_sessions(
+    shopper: Shopper, emulator: Emulator
+) -> None:
+    shopper.open()
+    shopper.sign_in("s@example.com")
+    assert title(shopper.open()).startswith("Allow ")
+    for n in range(25):  # 100 failures from 25 addresses lock the account everywhere
+        _fail(Shopper(emulator, shopper.shop, address=f"127.0.2.{n + 1}"), "s@example.com", 4)
+    assert title(shopper.open()) == "Log in to Instacart"
+
+
 def test_a_session_lasts_twelve_hours(shopper: Shopper, emulator: Emulator) -> None:
     shopper.open()
     shopper.sign_in("s@example.com")

@@ -52,3 +52,18 @@ def for_log(value: str, limit: int = LOG_LIMIT) -> str:
     if len(value) > limit:
         shown += f"...[{len(value) - limit} more]"
     return shown
+
+
+# What no database column of text can hold: NUL (PostgreSQL refuses it) and lone surrogates
+# (no UTF-8 carries them, so neither engine's driver can send one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def storable(value: str) -> tuple[str, bool]:
+    """``value`` as a text column can hold it, and whether anything was replaced: each NUL
+    and lone surrogate becomes U+FFFD. The journal stores what a request carried, whatever it
+    was, and says so when it had to change it."""
+    if _UNSTORABLE.search(value) is None:
+        return value, False
+    return _UNSTORABLE.sub(REPLACEMENT, value), True

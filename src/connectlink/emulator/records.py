@@ -63,6 +63,9 @@ class JournalEntry:
     credential: str | None = None  # the bearer token's fingerprint
     secrets: dict[str, str] = field(default_factory=dict)  # body field -> fingerprint
     fault: FaultName | None = None  # the fault that answered it
+    # A text held a character the database cannot hold (NUL, a lone surrogate): stored with
+    # U+FFFD in its place (``storable``).
+    replaced: bool = False
     id: int = 0  # given by the store
 
 

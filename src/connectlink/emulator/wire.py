@@ -102,6 +102,9 @@ class JournalEntry(Struct, kw_only=True, omit_defaults=True):
     credential: Fingerprint | None = None
     secrets: dict[str, Fingerprint] = {}
     fault: Fault | None = None
+    replaced: Annotated[bool, Meta(
+        description="True when a text of the request held a character the journal cannot "
+                    "hold (NUL, a lone surrogate), stored as U+FFFD")] = False
 
 
 class Journal(Struct):

@@ -87,10 +87,14 @@ async def sign_in(
             await store.clear_login_throttle(subject)
         return found[0]
     for subject, limit in limit_of.items():
-        await store.update_login_throttle(
+        throttle = await store.update_login_throttle(
             subject, partial(LoginThrottle.failed, now=now, window=limits.window, limit=limit,
                              lock_for=limits.lock_for),
         )
+        if subject == account and found is not None and throttle.locked(now):
+            # Locked everywhere, the account's signed-in sessions end too: whoever guessed
+            # the password from elsewhere is signed out with the rest.
+            await store.end_login_sessions(found[0].id)
     # The failure that reaches a limit is answered as the failure it is; the next attempt is
     # the first one refused unchecked (decisions.md "Login with Instacart").
     raise IncorrectLogin()

@@ -35,11 +35,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from connectlink import errors, jsonio, security
+from connectlink import errors, jsonio, security, text
 from connectlink.emulator import faults
 from connectlink.emulator.clocks import KnownClocks
 from connectlink.emulator.records import FaultRule, JournalEntry
-from connectlink.errors import ConnectError, ConnectLinkError
+from connectlink.errors import ConnectError, ConnectLinkError, ServiceUnavailable
 from connectlink.models import AccessToken
 from connectlink.oauth import headers
 from connectlink.oauth.grants import TokenLifetimes
@@ -86,6 +86,7 @@ class Controls:
         self._client_ids: dict[int, str | None] = {}
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.pending: list[JournalEntry] = []  # answered, not yet written
+        self.dropped = 0  # entries the database refused for what they held: lost, and counted
         self._writer: asyncio.Task[None] | None = None
         self._seen, self._beat, self._warned = -1, 0.0, 0.0
         self.rules: dict[str, list[FaultRule]] = {}  # live rules by endpoint, as last read
@@ -151,9 +152,32 @@ class Controls:
         batch, self.pending = self.pending, []
         try:
             await self.ctx.db.journal(batch, self.ctx.settings.journal_size)
+        except ServiceUnavailable:  # the database is away: the whole batch waits for it
+            self.pending[:0] = batch
+            raise
+        except Exception:  # something in the batch the database will never take
+            await self._write_one_by_one(batch)
         except BaseException:
             self.pending[:0] = batch
             raise
+
+    async def _write_one_by_one(self, batch: list[JournalEntry]) -> None:
+        """Write a refused batch's entries one at a time: those the database takes are
+        stored, and only one it refuses again for what it holds is lost, counted
+        (``dropped``) and logged; never the journal after it. A database that goes away
+        meanwhile gets the rest back, to wait for it."""
+        for n, entry in enumerate(batch):
+            try:
+                await self.ctx.db.journal([entry], self.ctx.settings.journal_size)
+            except ServiceUnavailable:
+                self.pending[:0] = batch[n:]
+                raise
+            except Exception:
+                self.dropped += 1
+                self.ctx.metrics.journal_dropped.inc()
+                log.error("journal entry dropped: the database refused it (%s %s, request "
+                          "%s); %d dropped so far", entry.method, text.for_log(entry.path),
+                          entry.request_id, self.dropped, exc_info=True)
 
     async def settle(self) -> None:
         """Return once every request answered before the call, by any live worker, is in the
@@ -240,16 +264,25 @@ class Controls:
                 await json_object(request)  # its secrets are journaled all the same
         clock = request.scope.get("clock") or await self.ctx.clocks.of(retailer_id)
         error = request.scope.get("error")
+        # Every text a request could choose: its path, the client id and field it named.
+        path, replaced = text.storable(request.scope["path"])
+        error_key = error.key if isinstance(error, ConnectError) else None
+        if error_key is not None:
+            error_key, changed = text.storable(error_key)
+            replaced = replaced or changed
+        if client_id is not None:
+            client_id, changed = text.storable(client_id)
+            replaced = replaced or changed
         self.pending.append(JournalEntry(
             retailer_id=retailer_id, at=clock.now(), method=request.method,
-            path=request.scope["path"], operation=request.scope.get("operation"),
+            path=path, operation=request.scope.get("operation"),
             status=response.status_code,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             request_id=REQUEST_ID.get() or "",
             error_code=error_code(error) if isinstance(error, ConnectLinkError) else None,
-            error_key=error.key if isinstance(error, ConnectError) else None,
-            client_id=client_id, credential=credential,
+            error_key=error_key, client_id=client_id, credential=credential,
             secrets=_secrets(request, response), fault=request.scope.get("fault"),
+            replaced=replaced,
         ))
 
 

@@ -182,6 +182,25 @@ class Store(Migratable, Protocol):
 
     async def clear_login_throttle(self, subject: str) -> None: ...
 
+    # signed-in sessions of the Login pages -------------------------------------------------------
+    async def start_login_session(self, id_digest: bytes, account_id: int, now: float,
+                                  expires_at: float) -> None:
+        """Record a signed-in session (by the SHA-256 of its id); a batch of sessions that
+        have expired goes at the same time, so the table holds about the live ones."""
+        ...
+
+    async def login_session_live(self, id_digest: bytes, account_id: int, now: float) -> bool:
+        """Is this session of this account recorded and not expired (nor ended)?"""
+        ...
+
+    async def end_login_session(self, id_digest: bytes) -> None:
+        """Sign-out: the session ends, wherever its cookie is."""
+        ...
+
+    async def end_login_sessions(self, account_id: int) -> int:
+        """Every session of the account ends (a lock, a password change): how many did."""
+        ...
+
     # server secrets ---------------------------------------------------------------------------
     async def server_secret(self, name: str, candidate: str, now: float) -> str:
         """The secret stored under ``name``; ``candidate`` becomes it if there is none yet (the

@@ -50,14 +50,16 @@ def _fault(row: Row) -> FaultRule:
 # JournalEntry's fields, in order, but its ``id`` (the database's), which comes last.
 _JOURNAL_COLUMNS = (
     "retailer_id, at, method, path, operation, status, latency_ms, request_id, error_code, "
-    "error_key, client_id, credential, secrets, fault"
+    "error_key, client_id, credential, secrets, fault, replaced"
 )
+_REPLACED = _JOURNAL_COLUMNS.split(", ").index("replaced")
 _SECRETS = _JOURNAL_COLUMNS.split(", ").index("secrets")  # a JSON object in the table
 
 
 def _entry(row: Row) -> JournalEntry:
     values = list(row)
     values[_SECRETS] = json.loads(values[_SECRETS])
+    values[_REPLACED] = bool(values[_REPLACED])  # SQLite's 0 and 1
     return JournalEntry(*values)
 
 
@@ -155,8 +157,14 @@ _STATE = tuple(_table(name, columns) for name, columns in (
     ("emulator_journal", "id identity, retailer_id int, at real, method text, path text, "
                          "operation text, status int, latency_ms real, request_id text, "
                          "error_code text, error_key text, client_id text, credential text, "
-                         "secrets text, fault text"),
+                         "secrets text, fault text, replaced flag"),
 ))
+
+# Columns added after snapshot version 1 began, which an older snapshot does not have.
+_ADDED_LATER = {"emulator_journal": frozenset({"replaced"})}
+# Tables no snapshot holds that its state's rows own: emptied by a restore and a reset (a
+# signed-in session is for an account that a restore may give to someone else).
+_OWNED = ("login_sessions",)
 
 # A stored value as a snapshot gives it, by kind (None stays None; the rest as they are).
 _DUMP: dict[str, Callable[[Any], Any]] = {"hex": lambda value: bytes(value).hex(), "flag": bool}
@@ -206,9 +214,12 @@ def _checked_table(table: _Table, given: Any) -> tuple[list[str], list[list[Any]
             and isinstance(given.get("rows"), list)):
         raise ValueError(f'table {table.name!r}: expected {{"columns": [...], "rows": [...]}}')
     columns = given["columns"]
-    # Checked against the known names, so that only those ever reach a statement.
+    # Checked against the known names, so that only those ever reach a statement; a column
+    # added since snapshots began may be missing (its default is stored).
+    later = _ADDED_LATER.get(table.name, frozenset())
     if not (all(isinstance(column, str) for column in columns)
-            and len(columns) == len(table.kinds) and set(columns) == set(table.kinds)):
+            and len(columns) == len(set(columns))
+            and set(table.kinds) - later <= set(columns) <= set(table.kinds)):
         raise ValueError(f"table {table.name!r} has the columns {', '.join(table.kinds)} "
                          f"(in any order), not {columns!r}")
     kinds = [table.kinds[column] for column in columns]
@@ -334,7 +345,7 @@ class EmulatorSQL(SQLBase):
     # the journal ----------------------------------------------------------------------------
     _INSERT_ENTRY = (
         f"INSERT INTO emulator_journal ({_JOURNAL_COLUMNS}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     # The id of the retailer's (n + 1)-th newest entry, for OFFSET n (NULL if it has fewer): a
     # walk back along the (retailer_id, id) index, never a scan of the table.
@@ -499,12 +510,11 @@ class EmulatorSQL(SQLBase):
         writes until the transaction ends first (SQLite's BEGIN IMMEDIATE holds the whole
         database already): a write slipping in could leave a row of the old state among the
         new, or take an id that ``_renumber`` would then hand out a second time."""
+        names = [*_OWNED, *(table.name for table in reversed(_STATE))]
         if self._postgres:
-            await db.execute(
-                f"LOCK TABLE {', '.join(table.name for table in _STATE)} IN EXCLUSIVE MODE"
-            )
-        for table in reversed(_STATE):
-            await db.execute(f"DELETE FROM {table.name}")
+            await db.execute(f"LOCK TABLE {', '.join(names)} IN EXCLUSIVE MODE")
+        for name in names:
+            await db.execute(f"DELETE FROM {name}")
 
     async def _renumber(self, db: Connection) -> None:
         """On PostgreSQL, have every identity continue after the largest id now stored (from 1

@@ -394,6 +394,34 @@ class SQLStore(RetailerSQL, EmulatorSQL):
     async def clear_login_throttle(self, subject: str) -> None:
         await self._execute("DELETE FROM login_throttles WHERE subject = ?", subject)
 
+    # signed-in sessions of the Login pages ---------------------------------------------------
+    _EXPIRED_SESSIONS = 100  # removed with each new session, by the expiry index
+
+    async def start_login_session(self, id_digest: bytes, account_id: int, now: float,
+                                  expires_at: float) -> None:
+        async def start(db: Connection) -> None:
+            await db.execute(self._delete_batch("login_sessions", "id_digest", "expires_at <= ?"),
+                             now, self._EXPIRED_SESSIONS)
+            await db.execute(
+                "INSERT INTO login_sessions (id_digest, account_id, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)", id_digest, account_id, now, expires_at)
+
+        await self.db.write(start)
+
+    async def login_session_live(self, id_digest: bytes, account_id: int, now: float) -> bool:
+        found = await self._one(
+            lambda row: True,
+            "SELECT 1 FROM login_sessions WHERE id_digest = ? AND account_id = ? "
+            "AND expires_at > ?", id_digest, account_id, now)
+        return found is not None
+
+    async def end_login_session(self, id_digest: bytes) -> None:
+        await self._execute("DELETE FROM login_sessions WHERE id_digest = ?", id_digest)
+
+    async def end_login_sessions(self, account_id: int) -> int:
+        return await self._execute("DELETE FROM login_sessions WHERE account_id = ?",
+                                   account_id)
+
     async def server_secret(self, name: str, candidate: str, now: float) -> str:
         await self._execute(
             "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) "

@@ -221,7 +221,7 @@ def _entry_body(entry: er.JournalEntry) -> ew.JournalEntry:
         operation=entry.operation, status=entry.status, error_code=entry.error_code,
         error_key=entry.error_key, latency_ms=entry.latency_ms, request_id=entry.request_id,
         client_id=entry.client_id, credential=entry.credential, secrets=entry.secrets,
-        fault=entry.fault)
+        fault=entry.fault, replaced=entry.replaced)
 
 
 async def read_journal(request: Request) -> Response:

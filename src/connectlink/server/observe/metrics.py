@@ -71,6 +71,9 @@ class Metrics:
                                     "limit, by operation", ("operation",), registry=on)
         self.fail_open = Counter("connectlink_rate_limit_fail_open", "Requests served without "
                                  "a rate limit because Redis did not answer", registry=on)
+        self.journal_dropped = Counter(
+            "connectlink_journal_entries_dropped", "Emulator journal entries lost because the "
+            "database refused what they held (each is logged)", registry=on)
         self.pool: Gauge | None = None  # made at the first sample of a store with a pool
         self._outcomes: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._fail_open_seen = 0

@@ -4,6 +4,11 @@ The cookie holds who is signed in (an Instacart account id, or nobody yet), the 
 token and when it was issued, signed with HMAC-SHA256 under a key derived from the server's
 secret key. It expires 12 hours after it was issued, by the server's clock (so tests move time
 rather than wait), and the browser drops it after the same time.
+
+A signed-in session also carries a random id that the store records (as its SHA-256) until
+the session ends: signing out, a lock of the account or a change of its password end it there,
+so a copy of the cookie taken before stops working too (OWASP ASVS V3.3.1). Every page checks
+it (``views._signed_in``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -29,12 +34,19 @@ class Session:
     csrf: str
     issued_at: float
     account_id: int | None = None
+    sid: str | None = field(default=None, repr=False)  # a signed-in session's recorded id
 
     @classmethod
     def new(cls, now: float, account_id: int | None = None) -> Session:
-        """A fresh session, with a fresh CSRF token: made on first visit, at sign-in (against
-        session fixation) and at sign-out."""
-        return cls(security.new_secret(), now, account_id)
+        """A fresh session, with a fresh CSRF token (and, signed in, a fresh id): made on first
+        visit, at sign-in (against session fixation) and at sign-out."""
+        sid = security.new_secret() if account_id is not None else None
+        return cls(security.new_secret(), now, account_id, sid)
+
+    @property
+    def sid_digest(self) -> bytes | None:
+        """What the store knows the session by."""
+        return security.digest(self.sid) if self.sid is not None else None
 
     def check_csrf(self, sent: str | None) -> None:
         """A form's token must be this session's (constant-time), else 403."""
@@ -46,6 +58,7 @@ class _Payload(msgspec.Struct, array_like=True):
     csrf: str
     issued_at: float
     account_id: int | None
+    sid: str | None = None
 
 
 def _b64(raw: bytes) -> str:
@@ -70,7 +83,7 @@ class SessionCookies:
 
     def dumps(self, session: Session) -> str:
         payload = _b64(msgspec.json.encode(
-            _Payload(session.csrf, session.issued_at, session.account_id)))
+            _Payload(session.csrf, session.issued_at, session.account_id, session.sid)))
         return f"{payload}.{self._sign(payload)}"
 
     def loads(self, value: str | None, now: float) -> Session | None:
@@ -86,4 +99,4 @@ class SessionCookies:
             return None
         if not decoded.issued_at <= now < decoded.issued_at + self.ttl:
             return None
-        return Session(decoded.csrf, decoded.issued_at, decoded.account_id)
+        return Session(decoded.csrf, decoded.issued_at, decoded.account_id, decoded.sid)

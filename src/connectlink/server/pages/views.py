@@ -89,9 +89,15 @@ def _form_pairs(body: bytes) -> list[tuple[str, str]]:
 
 
 async def _signed_in(visit: Visit) -> InstacartAccount | None:
-    if visit.session.account_id is None:
+    """The session's account, while the store has the session live: a signed cookie alone is
+    not enough once the session was ended (sign-out, a lock)."""
+    session, db = visit.session, visit.ctx.db
+    if session.account_id is None or session.sid_digest is None:
         return None
-    return await visit.ctx.db.get_instacart_account(visit.session.account_id)
+    if not await db.login_session_live(session.sid_digest, session.account_id,
+                                       visit.ctx.clock.now()):
+        return None
+    return await db.get_instacart_account(session.account_id)
 
 
 async def _retailer_name(visit: Visit, consent: authorization.Consent) -> str:
@@ -166,12 +172,20 @@ async def sign_in(request: Request) -> Response:
         )
     except IncorrectLogin as refused:
         return await _login_page(visit, consent, refused.status, refused.title, email)
-    return visit.back_to_authorize(Session.new(visit.ctx.clock.now(), account.id))
+    now = visit.ctx.clock.now()
+    session = Session.new(now, account.id)
+    assert session.sid_digest is not None
+    await visit.ctx.db.start_login_session(session.sid_digest, account.id, now,
+                                           now + visit.ctx.pages.ttl)
+    return visit.back_to_authorize(session)
 
 
 async def sign_out(request: Request) -> Response:
-    """``POST /oauth/sign_out`` ("Not you?"): a new session, signed in as nobody."""
+    """``POST /oauth/sign_out`` ("Not you?"): the session ends in the store (a copy of its
+    cookie is signed out too), and a new one, signed in as nobody, takes its place."""
     visit = await _visit(request, form=True)
+    if visit.session.sid_digest is not None:
+        await visit.ctx.db.end_login_session(visit.session.sid_digest)
     return visit.back_to_authorize(Session.new(visit.ctx.clock.now()))
 
 
