@@ -152,6 +152,30 @@ class RequestTooLarge(ConnectError):
     code = 4001
 
 
+class HeaderFieldsTooLarge(ConnectError):
+    """Request headers past the server's caps (decisions.md: 8 KiB a line, 32 KiB in all, 100
+    fields); answered by the HTTP protocol, before any route (``server/protocol.py``)."""
+
+    status = 431
+    message = "Request Header Fields Too Large"
+    code = 4001
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of such a request is not read
+
+
+class BadRequest(ConnectError):
+    """A request HTTP itself forbids (RFC 9112 section 3.2: no ``Host`` in HTTP/1.1, more than
+    one, or an invalid one); answered by the HTTP protocol, before any route."""
+
+    status = 400
+    message = "Bad Request"
+    code = 4001
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
 class RequestTimeout(ConnectError):
     """A client too slow with its headers or body (decisions.md has no row; 4001, like 413)."""
 

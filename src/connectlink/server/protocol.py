@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a deadline on request headers (a slowloris defence).
+"""uvicorn's httptools protocol with a deadline on request headers (a slowloris defence), caps
+on their size, one valid ``Host``, and an HTTP/2 cleartext upgrade offer served as HTTP/1.1.
 
 uvicorn 0.54 has no timeout for a request's headers. Its only timer is the keep-alive one,
 armed after a response and cancelled by *any* bytes that arrive; a fresh connection has no
@@ -15,28 +16,53 @@ of each later one, and otherwise answers 408 (``errors.RequestTimeout``) and clo
 connection that never sent a byte is closed without an answer, as nginx does). There is
 one ``loop.call_later`` handle per request still in its headers, and no clock reading per
 chunk. Bodies are the handlers' business (``server/context.py`` ``read_body``).
+
+Header caps (decisions.md, as nginx, Node and Keycloak cap them): a line over ``MAX_LINE``
+bytes, headers over ``MAX_HEAD`` in all or more than ``MAX_FIELDS`` fields are answered 431 and
+the connection closed. httptools keeps a header's bytes until the header ends, so a line still
+growing is measured as it arrives (``data_received``), not only when it is complete: measured
+before, one 1 MB line or 10,000 headers were served, and 16 clients streaming headers took
+the server from 100 to 481 MB.
+
+Host (RFC 9112 section 3.2): an HTTP/1.1 request without one, with two, or with one that is no
+``host[:port]`` is answered 400 and closed, before any route sees it: the admin plane's
+loopback rule reads that header.
+
+``Upgrade: h2c`` (what Java's ``HttpClient`` offers on every cleartext request): llhttp takes
+the offer for a switch and hands over the rest of the bytes, body included, as the new
+protocol's; uvicorn then served the request with an empty body and the connection broke.
+RFC 9110 section 7.8 says a server that does not upgrade serves the request as it is: the
+rest is parsed again, as this request's body and the requests after it, on the same
+connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import weakref
 from asyncio import TimerHandle
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import httptools
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from connectlink.errors import RequestTimeout
+from connectlink.errors import BadRequest, ConnectError, HeaderFieldsTooLarge, RequestTimeout
 from connectlink.jsonio import encode
 from connectlink.server.headers import EVERY_RESPONSE
 from connectlink.settings import Settings
 
 HEADER_TIMEOUT_VARIABLE = "CONNECTLINK_HEADER_TIMEOUT"
-TIMEOUT_BODY = encode(RequestTimeout().body())
+MAX_LINE = 8 * 1024  # bytes in the request line, or in one header line
+MAX_HEAD = 32 * 1024  # bytes in all the header lines of a request
+MAX_FIELDS = 100
+# RFC 9112 section 3.2, RFC 3986 section 3.2.2: an IP literal or a reg-name, then a port.
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
 
 
 def header_timeout_from_env(environ: Mapping[str, str] = os.environ) -> float:
@@ -47,20 +73,26 @@ def header_timeout_from_env(environ: Mapping[str, str] = os.environ) -> float:
     return Settings.from_env(only).header_timeout
 
 
-def timeout_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The 408, in the Connect envelope, with uvicorn's default headers (``date``) first and
-    the security headers every response carries (``headers.py``)."""
-    lines = [STATUS_LINE[RequestTimeout.status]]
+def refusal_response(error: ConnectError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A refusal the protocol answers itself (408, 431, 400), in the Connect envelope, with
+    uvicorn's default headers (``date``) first, the security headers every response carries
+    (``headers.py``) and ``Connection: close``."""
+    body = encode(error.body())
+    lines = [STATUS_LINE[error.status]]
     lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
     lines += [name + b": " + value + b"\r\n" for name, value in EVERY_RESPONSE]
     lines += [
         b"content-type: application/json\r\n",
-        b"content-length: " + str(len(TIMEOUT_BODY)).encode("ascii") + b"\r\n",
+        b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
         b"connection: close\r\n",
         b"\r\n",
-        TIMEOUT_BODY,
+        body,
     ]
     return b"".join(lines)
+
+
+def timeout_response(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    return refusal_response(RequestTimeout(), default_headers)
 
 
 DROP = "connectlink.drop"  # the ASGI scope extension that closes the request's connection
@@ -104,6 +136,11 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_deadline: TimerHandle | None = None
         self.spoke = False  # has the client sent a byte yet?
+        # The request in its headers: bytes of its request line, of its complete header lines,
+        # of the line still arriving, and its fields; None between requests.
+        self.url_bytes = self.head_bytes = self.line_bytes = self.fields = 0
+        self.in_head = False
+        self.refused: ConnectError | None = None  # answered by the protocol, not the app
 
     def _arm_header_deadline(self) -> None:
         if self.header_deadline is None:
@@ -131,19 +168,129 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self._arm_header_deadline()
         self.spoke = True
-        super().data_received(data)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.refused is None and self._should_upgrade():
+                self.handle_websocket_upgrade()
+            elif self.refused is None:
+                self._decline_upgrade(data[upgrade.args[0]:])
+                return
+        except httptools.HttpParserError:
+            if self.refused is None:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+                return
+        if self.refused is None and self.in_head:
+            # httptools holds a header's bytes until the header ends: measure the line still
+            # arriving (after the last line feed), so that no line grows without bound.
+            feed = data.rfind(b"\n")
+            self.line_bytes = self.line_bytes + len(data) if feed < 0 else len(data) - feed - 1
+            if self.line_bytes > MAX_LINE or self.head_bytes + self.line_bytes > MAX_HEAD:
+                self._refuse(HeaderFieldsTooLarge())
+        if self.refused is not None:
+            self._answer_refusal()
+
+    def _decline_upgrade(self, rest: bytes) -> None:
+        """Serve an upgrade offer (``h2c``) as the HTTP/1.1 request it also is: llhttp took
+        ``rest`` for the new protocol's and completed the message without its body. A new
+        parser reads ``rest`` as that body (by the framing the request's headers gave) and
+        then as the requests after it; the old one is done."""
+        cycle = self.cycle
+        self.parser = httptools.HttpRequestParser(self)
+        done = cycle is None or cycle.response_complete
+        framing = None if done else _body_framing(self.headers)
+        if framing is not None:
+            assert cycle is not None
+            cycle.more_body = True  # llhttp said it was complete; its body is in ``rest``
+            self.continuing = cycle
+            rest = b"POST / HTTP/1.1\r\n" + framing + b"\r\n" + rest
+        if rest:
+            self.data_received(rest)
+
+    continuing: Any = None  # the cycle whose body a declined upgrade's new parser reads
+
+    def _refuse(self, error: ConnectError) -> None:
+        if self.refused is None:
+            self.refused = error
+
+    def _answer_refusal(self) -> None:
+        assert self.refused is not None
+        if not self.transport.is_closing():
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.info("%sRequest refused by the protocol: %d %s", prefix,
+                             self.refused.status, self.refused.message)
+            self.transport.write(refusal_response(self.refused, self.server_state.default_headers))
+            self.transport.close()
+        self._cancel_header_deadline()
 
     def on_message_begin(self) -> None:
+        if self.continuing is not None:
+            return  # the declined upgrade's body, framed anew (``_decline_upgrade``)
         # Pipelined requests begin without an idle pause; the first request's deadline
         # already runs from connection_made and is kept.
         self._arm_header_deadline()
+        self.url_bytes = self.head_bytes = self.line_bytes = self.fields = 0
+        self.in_head = True
         super().on_message_begin()
 
+    def on_url(self, url: bytes) -> None:
+        if self.continuing is not None:
+            return
+        self.url_bytes += len(url)
+        if self.url_bytes > MAX_LINE:
+            self._refuse(HeaderFieldsTooLarge())
+            return
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.continuing is not None or self.refused is not None:
+            return
+        size = len(name) + len(value) + 4  # "name: value\r\n"
+        self.fields += 1
+        self.head_bytes += size
+        self.line_bytes = 0
+        if size > MAX_LINE or self.head_bytes > MAX_HEAD or self.fields > MAX_FIELDS:
+            self._refuse(HeaderFieldsTooLarge())
+            return
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self.continuing is not None:
+            return
+        self.in_head = False
         self._cancel_header_deadline()
+        if self.refused is None and not _one_valid_host(self.headers,
+                                                       self.parser.get_http_version()):
+            self._refuse(BadRequest())
+        if self.refused is not None:
+            return  # answered once the bytes at hand are parsed (``data_received``)
         super().on_headers_complete()
         extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
         extensions[DROP] = _Drop(self.cycle, self.transport)
+
+    def on_body(self, body: bytes) -> None:
+        if self.continuing is not None:
+            cycle = self.continuing
+            if not cycle.response_complete:
+                cycle.body += body
+                if len(cycle.body) > HIGH_WATER_LIMIT:
+                    self.flow.pause_reading()
+                cycle.message_event.set()
+            return
+        if self.refused is None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.continuing is not None:
+            cycle, self.continuing = self.continuing, None
+            cycle.more_body = False
+            cycle.message_event.set()
+            return
+        if self.refused is None:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -174,3 +321,24 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
                          self.header_timeout)
         self.transport.write(timeout_response(self.server_state.default_headers))
         self.transport.close()
+
+
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The header lines that frame a request's body (``Content-Length`` or chunked), to
+    parse it again; None for a request without a body."""
+    for name, value in headers:
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            return b"transfer-encoding: chunked\r\n"
+    for name, value in headers:
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return b"content-length: " + value.strip() + b"\r\n"
+    return None
+
+
+def _one_valid_host(headers: list[tuple[bytes, bytes]], http_version: str) -> bool:
+    """RFC 9112 section 3.2: exactly one ``Host`` in HTTP/1.1 (at most one before), and that
+    one a ``host[:port]``."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if len(hosts) > 1 or (not hosts and http_version == "1.1"):
+        return False
+    return not hosts or _HOST.fullmatch(hosts[0].strip()) is not None
