@@ -45,7 +45,7 @@ from support import AppServer, Emulator, Retailer, lifespan
 
 FAST = RetryPolicy(max_retries=3, base=0.001, cap=0.01)
 DAY = 86_400
-ADMIN_TOKEN = "an-admin-token-for-the-tests"
+ADMIN_TOKEN = "an-admin-token-for-the-sdk-tests-0123"
 GET_USER = "GET /v2/fulfillment/users/{user_id}"
 LINK = "POST /v2/fulfillment/users/{user_id}/link"
 

@@ -456,17 +456,54 @@ def test_a_form_encoded_write_is_refused(admin: Admin, shop: Retailer) -> None:
     assert shop.create_user("u1").status_code == 200
 
 
+ADMIN_TOKEN = "s3cret-admin-token-of-32-characters!"
+
+
 def test_a_remote_caller_needs_the_admin_token(database_url: str) -> None:
     async def calls() -> list[int]:
         async with InProcessEmulator(upgraded(database_url),
-                                     admin_token="s3cret-admin") as emulator:
+                                     admin_token=ADMIN_TOKEN) as emulator:
             remote = httpx.ASGITransport(emulator.app, client=("203.0.113.9", 40000))
             async with httpx.AsyncClient(transport=remote, base_url="http://localhost") as http:
                 return [(await http.get("/_connectlink/faults", headers=headers)).status_code
                         for headers in ({}, {"Authorization": "Bearer wrong"},
-                                        {"Authorization": "Bearer s3cret-admin"})]
+                                        {"Authorization": f"Bearer {ADMIN_TOKEN}"})]
 
     assert run_sync(calls()) == [403, 403, 200]
+
+
+def test_a_short_admin_token_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="CONNECTLINK_ADMIN_TOKEN must be at least 32"):
+        Settings.for_profile("emulator", admin_token="a" * 31)
+    assert Settings.for_profile("emulator", admin_token="a" * 32).admin_token == "a" * 32
+
+
+def test_wrong_admin_tokens_from_one_address_are_throttled(database_url: str) -> None:
+    """Ten wrong tokens a minute from an address, then 429 without the token compared (the
+    right one included); other addresses, and loopback callers without a token, go on."""
+    async def calls() -> tuple[list[int], int, str, int, int]:
+        async with InProcessEmulator(upgraded(database_url),
+                                     admin_token=ADMIN_TOKEN) as emulator:
+            def client(address: str) -> httpx.AsyncClient:
+                transport = httpx.ASGITransport(emulator.app, client=(address, 40000))
+                return httpx.AsyncClient(transport=transport, base_url="http://localhost")
+
+            async with client("203.0.113.9") as guesser, client("203.0.113.10") as other, \
+                    client("127.0.0.1") as local:
+                guesses = [(await guesser.get("/_connectlink/faults", headers={
+                    "Authorization": f"Bearer guess-{n}"})).status_code for n in range(11)]
+                right = await guesser.get("/_connectlink/faults",
+                                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                elsewhere = await other.get("/_connectlink/faults", headers={
+                    "Authorization": f"Bearer {ADMIN_TOKEN}"})
+                loopback = await local.get("/_connectlink/faults")
+                return (guesses, right.status_code, right.headers.get("retry-after", ""),
+                        elsewhere.status_code, loopback.status_code)
+
+    guesses, right, retry_after, elsewhere, loopback = run_sync(calls())
+    assert guesses == [403] * 10 + [429]
+    assert right == 429 and 1 <= int(retry_after) <= 60
+    assert (elsewhere, loopback) == (200, 200)
 
 
 def test_the_production_profile_has_no_admin_plane(database_url: str) -> None:

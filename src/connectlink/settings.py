@@ -122,6 +122,12 @@ class Settings:
             raise ValueError(
                 f"CONNECTLINK_SECRET_KEY must be at least {MIN_SECRET_KEY} characters long"
             )
+        if self.admin_token is not None and len(self.admin_token) < MIN_SECRET_KEY:
+            # A short token is guessable on --host 0.0.0.0, throttled or not.
+            raise ValueError(
+                f"CONNECTLINK_ADMIN_TOKEN must be at least {MIN_SECRET_KEY} characters long; "
+                "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         for name in _NUMBERS:
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"CONNECTLINK_{name.upper()} must be more than 0, "

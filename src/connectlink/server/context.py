@@ -18,13 +18,13 @@ from connectlink.models import AccessToken
 from connectlink.oauth import bearer
 from connectlink.oauth import requests as token_requests
 from connectlink.oauth.grants import TokenLifetimes
+from connectlink.server.limits import FailureWindow, Limiter
 from connectlink.server.pages.session import SessionCookies
 from connectlink.settings import Settings
 from connectlink.storage.base import Store
 
 if TYPE_CHECKING:
     from connectlink.server.controls import Controls
-    from connectlink.server.limits import Limiter
     from connectlink.server.observe.metrics import Metrics
     from connectlink.server.openapi import ApiDocument
 
@@ -40,6 +40,8 @@ class Context:
     api: ApiDocument = field(init=False)  # the OpenAPI document, set by the app factory
     metrics: Metrics = field(init=False)  # the app's Prometheus metrics, likewise
     limiter: Limiter | None = None  # None: no rate limit is on (decisions.md "Rate limits")
+    # Wrong admin tokens by client address (decisions.md "The admin plane"): 10 a minute.
+    admin_failures: FailureWindow = field(default_factory=lambda: FailureWindow(10, 60.0))
     sweeps: retention.Background | None = None  # started with the app unless the interval is 0
     # The endpoints ("POST /v2/oauth/token") the emulator's fault rules may name.
     faultable: frozenset[str] = frozenset()

@@ -220,3 +220,31 @@ class Limiter:
     async def close(self) -> None:
         if self.shared is not None:
             await self.shared.close()
+
+
+class FailureWindow:
+    """Failures per key within a sliding window, in this worker: ``limit`` of them lock the
+    key until the oldest leaves the window. For guesses at a secret that no bucket protects
+    (the admin token, decisions.md "The admin plane"); on the monotonic clock, at most
+    ``max_keys`` keys (the least recently failed go first)."""
+
+    def __init__(self, limit: int, window: float, max_keys: int = MAX_KEYS) -> None:
+        self.limit, self.window, self.max_keys = limit, window, max_keys
+        self.failures: dict[str, list[float]] = {}
+
+    def locked_for(self, key: str) -> float:
+        """Seconds until ``key`` may try again; 0 when it may now."""
+        recent = self._recent(key, time.monotonic())
+        return recent[0] + self.window - time.monotonic() if len(recent) >= self.limit else 0.0
+
+    def failed(self, key: str) -> None:
+        now = time.monotonic()
+        recent = self._recent(key, now)
+        recent.append(now)
+        self.failures.pop(key, None)
+        self.failures[key] = recent[-self.limit:]
+        if len(self.failures) > self.max_keys:
+            del self.failures[next(iter(self.failures))]
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        return [t for t in self.failures.get(key, ()) if t > now - self.window]

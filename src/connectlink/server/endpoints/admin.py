@@ -7,6 +7,7 @@ from __future__ import annotations
 import calendar
 import hmac
 import ipaddress
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -36,10 +37,21 @@ DAY = 86_400
 # the guard ------------------------------------------------------------------------------------
 def guarded(handler: Handler, write: bool) -> Handler:
     """The admin token, or a loopback peer naming a loopback ``Host`` (no DNS rebinding);
-    writes in JSON only (no cross-site form can send one without a preflight)."""
+    writes in JSON only (no cross-site form can send one without a preflight). A client
+    address whose wrong tokens reach ``ADMIN_GUESSES`` within a minute is answered 429,
+    without its token compared, until the oldest leaves the minute."""
 
     async def admitted(request: Request) -> Response:
-        if not _admitted(request, context(request).settings.admin_token):
+        ctx = context(request)
+        presented = headers.credentials(request.headers.get("authorization"), "bearer")
+        address = request.client.host if request.client else "-"
+        if presented is not None:
+            wait = ctx.admin_failures.locked_for(address)
+            if wait > 0:  # guessing: refused, and the token not even compared
+                raise errors.RateLimited(max(1, math.ceil(wait)))
+        if not _admitted(request, ctx.settings.admin_token, presented):
+            if presented is not None:
+                ctx.admin_failures.failed(address)
             raise errors.AdminForbidden()
         if write and request.method == "POST" and _media_type(request) != "application/json":
             raise errors.AdminJsonOnly()
@@ -52,11 +64,10 @@ def guarded(handler: Handler, write: bool) -> Handler:
 _FORWARDED = ("x-forwarded-for", "forwarded", "x-real-ip")
 
 
-def _admitted(request: Request, admin_token: str | None) -> bool:
+def _admitted(request: Request, admin_token: str | None, presented: str | None) -> bool:
     """The admin token; else the loopback interface, asked for by a loopback name, and not
     through a proxy (whose forwarded address may be anyone's word: uvicorn believes
     ``X-Forwarded-For`` from the proxies ``--forwarded-allow-ips`` names)."""
-    presented = headers.credentials(request.headers.get("authorization"), "bearer")
     if admin_token and presented and hmac.compare_digest(presented.encode(),
                                                          admin_token.encode()):
         return True
