@@ -46,10 +46,18 @@ demo: $(RUNTIME)
 test: $(DEV) browser
 	$(BIN)/pytest -n auto
 
-## Static checks: ruff and mypy --strict.
+## Static checks: ruff, mypy --strict, and the OpenAPI document of each profile through Spectral
+## (npm fetches the pinned version once).
+SPECTRAL ?= npm exec --yes --package=@stoplight/spectral-cli@6.16.3 -- spectral
 lint: $(DEV)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
+	mkdir -p var
+	for profile in emulator production; do \
+	    $(BIN)/connectlink openapi --profile $$profile > var/openapi-$$profile.json && \
+	    $(SPECTRAL) lint --ruleset .spectral.yaml --fail-severity hint \
+	        var/openapi-$$profile.json || exit 1; \
+	done
 
 ## The benchmark (about six minutes): ratios to a bare ASGI baseline and to Prism. ARGS="--scale N --direct-writes --granian"
 bench: $(DEV)

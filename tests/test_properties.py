@@ -992,7 +992,8 @@ def test_error_response(cls: type[ConnectLinkError], data: st.DataObject) -> Non
     else:
         assert "cache-control" not in headers
 
-    assert headers.get("connection") == ("close" if isinstance(error, RequestTimeout) else None)
+    closes = isinstance(error, RequestTimeout | errors.HeaderFieldsTooLarge | errors.BadRequest)
+    assert headers.get("connection") == ("close" if closes else None)
     if isinstance(error, MethodNotAllowed) and error.allow:
         assert headers["allow"] == error.allow
     else:

@@ -594,7 +594,8 @@ CONNECT_ERRORS: dict[tuple[int | None, str], type[ConnectError]] = {
         Invalid, EmailTaken, InvalidSandboxUserId, MalformedJSON, NotFound, MethodNotAllowed,
         RequestTooLarge, RequestTimeout, RateLimited, ServiceUnavailable, InternalError,
         MultipleErrors, AdminForbidden, AdminJsonOnly, RetailerNotFound, FaultNotFound,
-        SecretNotFound, InstacartUserNotFound, SnapshotMismatch,
+        SecretNotFound, InstacartUserNotFound, SnapshotMismatch, HeaderFieldsTooLarge,
+        BadRequest,
     )
 }
 # The emulator's admin plane's own (tests/test_emulator_controls.py has a case of each).

@@ -132,7 +132,8 @@ class CreateUserBody(Struct, kw_only=True, omit_defaults=True):
                                  pattern="^[^/\\x00-\\x1f\\x7f]+$")]
     first_name: _Name
     last_name: _Name | None = None
-    phone_number: Annotated[str, Meta(pattern="^\\+[1-9][0-9]{1,14}$")] | None = None
+    # E.164; blank counts as no value, as for every optional field (decisions.md).
+    phone_number: Annotated[str, Meta(pattern="^(\\+[1-9][0-9]{1,14}|\\s*)$")] | None = None
     locale: Annotated[str, Meta(examples=["en-US"])] | None = None
 
 
@@ -153,6 +154,19 @@ class AuthorizeBody(Struct, kw_only=True, omit_defaults=True):
     scope: Annotated[str, Meta(examples=["openid account_linking"])]
     code_challenge: str | None = None
     code_challenge_method: Literal["S256", "plain"] | None = None
+    # Instacart's sandbox tutorial sends the Login URL's parameters too (connect-api.md 8.2);
+    # they are accepted and ignored.
+    response_type: Annotated[Literal["code"], Meta(
+        description="Accepted and ignored, as Instacart's tutorial sends it")] | None = None
+    client_id: Annotated[str, Meta(
+        description="Accepted and ignored: the bearer token names the client")] | None = None
+    state: Annotated[str, Meta(
+        description="Accepted and ignored: no redirect follows")] | None = None
+
+
+class PrivacyRequestBody(Struct):
+    """No field (connect-api.md 7.3): a body may be left out; one that is sent must be JSON, and
+    any JSON value will do (one that is no object counts as an empty object)."""
 
 
 # --------------------------------------------------------------------------------------------

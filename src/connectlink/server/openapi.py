@@ -60,6 +60,26 @@ def _never_null(schema: dict[str, Any]) -> None:
             field.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
 
 
+def _generator_friendly(node: Any) -> None:
+    """What code generators read wrongly in msgspec's schemas, rewritten in place (each seen
+    with openapi-python-client or openapi-typescript): ``default: null`` on an optional field
+    (openapi-typescript then makes it required; leaving it out says the same), and
+    ``{"enum": [true]}`` with no type (openapi-python-client drops the schema)."""
+    if isinstance(node, list):
+        for item in node:
+            _generator_friendly(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if "default" in node and node["default"] is None:
+        del node["default"]
+    if node.get("enum") == [True] and "type" not in node:
+        del node["enum"]
+        node.update({"type": "boolean", "const": True})
+    for value in node.values():
+        _generator_friendly(value)
+
+
 def ref(cls: type[Any]) -> dict[str, str]:
     return {"$ref": REF.format(name=cls.__name__)}
 
@@ -67,21 +87,26 @@ def ref(cls: type[Any]) -> dict[str, str]:
 def document(operations: Iterable[Operation]) -> dict[str, Any]:
     """The whole document for these operations (a server's, for its profile)."""
     operations = tuple(operations)
-    bodies = {op.request for op in operations} | {op.response for op in operations}
+    bodies = {op.request for op in operations if _has_fields(op.request)}
+    bodies |= {op.response for op in operations}
     types = sorted((t for t in bodies if t is not None), key=lambda t: t.__name__)
     _, schemas = msgspec.json.schema_components([*types, *_ENVELOPES], ref_template=REF)
     answered: set[type[Any]] = {op.response for op in operations if op.response is not None}
     answered |= {wire.ConnectErrorDetail, wire.ConnectErrorMeta}
     for response in answered:
         _never_null(schemas[response.__name__])
+    _generator_friendly(schemas)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, operations)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ConnectLink: Instacart Connect account linking",
-                 "version": __version__, "description": _DESCRIPTION},
-        "tags": [{"name": family.value} for family in Family
+                 "version": __version__, "description": _DESCRIPTION,
+                 "contact": {"name": "ConnectLink"}},
+        # Relative: the server that serves this document serves the API.
+        "servers": [{"url": "/", "description": "The server that serves this document"}],
+        "tags": [{"name": family.value, "description": _FAMILIES[family]} for family in Family
                  if any(op.family is family for op in operations)],
         "paths": paths,
         "components": {
@@ -103,22 +128,30 @@ def _operation(op: Operation, operations: tuple[Operation, ...]) -> dict[str, An
     described: dict[str, Any] = {
         "operationId": op.name,
         "summary": op.summary,
+        "description": _operation_description(op),
         "tags": [op.family.value],
         "security": _SECURITY[op.caller],
     }
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(op, name)}
         for name in _PATH_PARAMETER.findall(op.path)
     ]
     parameters += _query_parameters(op.query)
     if parameters:
         described["parameters"] = parameters
     if op.request is not None:
+        # One media type an operation: the token endpoints' form-encoded bodies, which they
+        # take too, are said in the description, since a generator given two media types for
+        # one body writes code that does not run (openapi-python-client 0.29: ``Unset`` used,
+        # never imported; the form branch overwriting the JSON one).
         media = ["application/x-www-form-urlencoded"] if op.page else ["application/json"]
-        if op.caller is Caller.CLIENT:
-            media.append("application/x-www-form-urlencoded")
+        # A body with no field to carry (the privacy request's) may be left out, and may be
+        # any JSON value: one that is no object counts as an empty one (decisions.md).
+        schema = ref(op.request) if _has_fields(op.request) else {
+            "description": op.request.__doc__ or ""}
         described["requestBody"] = {
-            "required": True, "content": {m: {"schema": ref(op.request)} for m in media},
+            "required": _has_fields(op.request),
+            "content": {m: {"schema": schema} for m in media},
         }
     described["responses"] = {str(op.success): _success(op, operations), **_refusals(op)}
     if op.page:
@@ -129,12 +162,64 @@ def _operation(op: Operation, operations: tuple[Operation, ...]) -> dict[str, An
     return described
 
 
+# Path parameters that are integers (ids the store gives); every other one is a string.
+_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+_INTEGER_PARAMETERS = {"retailer_id", "account_id", "fault_id"}
+
+
+def _path_schema(op: Operation, name: str) -> dict[str, Any]:
+    """A sandbox ``user_id`` is an Instacart user's integer id (connect-api.md 8.2); a
+    Connect ``user_id`` is the retailer's own text."""
+    if name in _INTEGER_PARAMETERS or (name == "user_id" and op.family is Family.SANDBOX):
+        return dict(_ID)
+    return {"type": "string"}
+
+
+_FAMILIES = {
+    Family.OAUTH: "OAuth 2.0 tokens: client credentials, linking tokens, revocation",
+    Family.CONNECT: "Connect users, linking and Instacart+ membership",
+    Family.PAGES: "The Login with Instacart pages, for a shopper's browser",
+    Family.SANDBOX: "Test Instacart users and their consent, without a browser",
+    Family.DOCS: "This document and its reference page",
+    Family.OPS: "Health, readiness and metrics, for operators",
+    Family.ADMIN: "The emulator's admin plane: clocks, faults, journal, snapshots",
+}
+_CALLERS = {
+    Caller.NONE: "No credentials.",
+    Caller.CLIENT: "The client's credentials: client_id and client_secret in the body, or "
+                   "HTTP Basic (never in the query). The body may also be sent "
+                   "`application/x-www-form-urlencoded` (RFC 6749), with the same fields.",
+    Caller.BEARER: "A client_credentials access token, as `Authorization: Bearer`.",
+    Caller.ADMIN: "The admin token as `Authorization: Bearer`, or none from the loopback "
+                  "interface with a loopback `Host`.",
+}
+
+
+def _operation_description(op: Operation) -> str:
+    """What a caller must know besides the summary: credentials, scope, rate-limit bucket."""
+    said = [f"{op.summary}.", _CALLERS[op.caller]]
+    if op.scope is not None:
+        said.append(f"The token needs the scope `{op.scope}`.")
+    if op.bucket is not None:
+        said.append(f"Rate-limited in the `{op.bucket}` bucket (429 with `Retry-After`).")
+    if op.family is Family.SANDBOX:
+        said.append("Sandbox only (the emulator profile, or `CONNECTLINK_SANDBOX`).")
+    if op.family is Family.ADMIN:
+        said.append("The emulator profile only (404 in production).")
+    return " ".join(said)
+
+
+def _has_fields(body: type[Any] | None) -> bool:
+    return body is not None and bool(msgspec.structs.fields(body))
+
+
 def _query_parameters(query: type[Any] | None) -> list[dict[str, Any]]:
     """A Struct's fields as query parameters (the Login URL's)."""
     if query is None:
         return []
     _, components = msgspec.json.schema_components([query])
     schema = components[query.__name__]
+    _generator_friendly(schema)
     required = set(schema.get("required", ()))
     return [{"name": name, "in": "query", "required": name in required, "schema": field}
             for name, field in schema["properties"].items()]

@@ -345,8 +345,8 @@ OPERATIONS = (
         "privacy_request", "POST", f"{_USER}/privacy_request", Family.CONNECT, Caller.BEARER,
         users.privacy_request,
         "File a data deletion request: the user stops being active and is purged later",
-        scope=FULFILLMENT, response=wire.Success,
-        errors=(errors.UserNotFound(), errors.MalformedJSON(), *_BODY),
+        scope=FULFILLMENT, request=wire.PrivacyRequestBody, response=wire.Success,
+        errors=(errors.UserNotFound(),),
     ),
     Operation(
         "create_instacart_user", "POST", _SANDBOX_USERS, Family.SANDBOX, Caller.BEARER,
