@@ -170,10 +170,10 @@ def test_throttling_locks_an_account_then_an_address(
 ) -> None:
     emulator, store = world
     start_linking(page, store)
-    for _ in range(4):
+    for _ in range(5):  # the fifth locks the account here, and is still a failure
         log_in(page, password="not it")
         expect(page.get_by_role("alert")).to_have_text("Incorrect email or password.")
-    log_in(page, password="not it")
+    log_in(page)  # the right password, not checked
     expect(page.get_by_role("heading", level=1)).to_have_text("Too many sign-in attempts")
     expect(page.get_by_text("You can try again at 14:28 UTC on 21 September 2026")
            ).to_be_visible()
@@ -182,6 +182,8 @@ def test_throttling_locks_an_account_then_an_address(
     start_linking(page, store)
     for n in range(30):  # three failures each for ten accounts, all from this address
         log_in(page, email=f"guess{n % 10}@example.com", password="not it")
+    expect(page.get_by_role("alert")).to_have_text("Incorrect email or password.")  # the 30th
+    log_in(page, email="another@example.com", password="not it")
     expect(page.get_by_role("heading", level=1)).to_have_text("Too many sign-in attempts")
     start_linking(page, store)
     log_in(page)  # the right password, from a locked address

@@ -347,9 +347,12 @@ def test_stored_id_refuses_what_no_user_can_have(user_id: str) -> None:
 @given(ANY_TEXT)
 @example("a/b")
 @example("a\udc80")
+@example(".")
+@example("..")
 def test_addressable_user_ids(user_id: str) -> None:
-    """A user_id is addressable when it is clean and holds no ``/``."""
-    assert users._addressable(user_id) is ("/" not in user_id and is_clean(user_id))
+    """A user_id is addressable when it is clean, holds no ``/`` and is no dot segment."""
+    assert users._addressable(user_id) is ("/" not in user_id and is_clean(user_id)
+                                           and user_id not in {".", ".."})
 
 
 # --------------------------------------------------------------------------------------------

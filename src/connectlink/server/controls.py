@@ -87,6 +87,7 @@ class Controls:
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.pending: list[JournalEntry] = []  # answered, not yet written
         self.dropped = 0  # entries the database refused for what they held: lost, and counted
+        self._writing = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._seen, self._beat, self._warned = -1, 0.0, 0.0
         self.rules: dict[str, list[FaultRule]] = {}  # live rules by endpoint, as last read
@@ -147,6 +148,12 @@ class Controls:
             self._seen, self._beat = barrier, now
 
     async def _write(self) -> None:
+        # One write at a time (the writer task's and a reader's ``settle``), so that entries
+        # are stored in the order they were answered, a refused batch's included.
+        async with self._writing:
+            await self._write_held()
+
+    async def _write_held(self) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
