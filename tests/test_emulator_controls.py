@@ -4,6 +4,7 @@ faults, the journal, token lifecycles, memberships, snapshots, and the admin pla
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -421,6 +422,23 @@ def test_a_snapshot_restores_the_state_with_working_credentials(
     assert shop.link("u1", token).json() == {"success": True}  # unused again, as it was then
     assert admin.clock(shop).json()["offset_seconds"] == 60.0
     assert admin.http.get("/_connectlink/snapshot").json()["tables"] != snapshot["tables"]
+
+
+def test_a_redirect_uri_the_rules_refuse_is_never_redirected_to(
+    admin: Admin, shop: Retailer
+) -> None:
+    """However it was stored (a snapshot edited by hand, an older version's client), a
+    javascript: URI is no redirect target: the Login page shows the error instead."""
+    snapshot = admin.http.get("/_connectlink/snapshot").json()
+    clients = snapshot["tables"]["oauth_clients"]
+    column = clients["columns"].index("redirect_uris")
+    for row in clients["rows"]:
+        row[column] = json.dumps(["javascript:alert(1)//"])
+    assert admin.http.post("/_connectlink/restore", json=snapshot).status_code == 200
+    page = admin.http.get("/oauth/authorize", params={
+        "client_id": shop.client_id, "redirect_uri": "javascript:alert(1)//",
+        "response_type": "bogus", "scope": "account_linking", "state": "s"})
+    assert page.status_code == 400 and "location" not in page.headers
 
 
 def test_a_snapshot_of_another_version_is_refused_with_both_named(admin: Admin,

@@ -199,3 +199,92 @@ def test_http_1_0_needs_no_host(server: ServeProcess) -> None:
         sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
         answer = read_response(sock, bytearray())
     assert answer.status == 200
+
+
+# --- refusals in a pipeline, trailers, and requests HTTP cannot parse ----------------------
+def test_a_refusal_waits_for_the_answers_owed_before_it(
+    served: tuple[ServeProcess, Retailer],
+) -> None:
+    """Pipelined behind a request still being answered, a refused request is answered after
+    it, in order: no answer is lost for a request that was served."""
+    server, shop = served
+    token = json.loads(exchange(server, token_request(shop))[0][0].body)["access_token"]
+    body = json.dumps({"user_id": "pipelined", "first_name": "p"}).encode()
+    create = (b"POST /v2/fulfillment/users HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Authorization: Bearer " + token.encode() + b"\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    for refused_request, status, envelope in (
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, BAD_REQUEST),
+        (HEALTHZ + b"X-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, TOO_LARGE),
+    ):
+        with connect(server) as sock:
+            sock.sendall(create + refused_request)
+            buffer = bytearray()
+            first, second = read_response(sock, buffer), read_response(sock, buffer)
+            assert first.status == 200 and json.loads(first.body)["user_id"] == "pipelined"
+            assert (second.status, second.body) == (status, envelope)
+            assert_closed(sock, buffer)
+
+
+def test_a_long_body_line_before_the_next_request_is_no_header(
+    served: tuple[ServeProcess, Retailer],
+) -> None:
+    """The bytes after the last line feed of a read may be an earlier body's, not a header's."""
+    server, shop = served
+    fields = {"grant_type": "client_credentials", "client_id": shop.client_id,
+              "client_secret": shop.client_secret, "scope": "connect:fulfillment",
+              "padding": "p" * 9000}
+    body = json.dumps(fields).encode()  # one line of 9 KB
+    request = (b"POST /v2/oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+               b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    with connect(server) as sock:
+        sock.sendall(request + b"GET /hea")
+        buffer = bytearray()
+        assert read_response(sock, buffer).status != 431
+        sock.sendall(b"lthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_response(sock, buffer).status == 200
+
+
+def test_an_endless_trailer_is_cut_at_its_cap(served: tuple[ServeProcess, Retailer]) -> None:
+    server, shop = served
+    chunked = token_request(shop, chunked=True)
+    with connect(server) as sock:
+        sock.sendall(chunked[: chunked.rindex(b"0\r\n\r\n")] + b"0\r\nX-Trailer: ")
+        try:
+            for _ in range(256):  # up to 1 MB
+                sock.sendall(b"t" * 4096)
+        except OSError:
+            pass
+        buffer = bytearray()
+        answers = [read_response(sock, buffer)]
+        if answers[0].status == 200:  # the token may be answered before its trailer ends
+            answers.append(read_response(sock, buffer))
+    assert answers[-1].status == 431 and answers[-1].body == TOO_LARGE
+
+
+def test_an_h2c_offer_keeps_uvicorns_pipelining_after_a_close(
+    served: tuple[ServeProcess, Retailer],
+) -> None:
+    server, _ = served
+    with connect(server) as sock:
+        sock.sendall(HEALTHZ + H2C + b"\r\n" + HEALTHZ + b"Connection: close\r\n\r\n" +
+                     HEALTHZ + b"\r\n")
+        buffer = bytearray()
+        first, second = read_response(sock, buffer), read_response(sock, buffer)
+    assert (first.status, second.status) == (200, 200)
+    assert second.headers["connection"] == "close"
+
+
+def test_many_pipelined_h2c_offers_are_each_answered(server: ServeProcess) -> None:
+    """Each declined offer leaves the rest to parse again: a loop, so 2,000 of them in one
+    send neither recurse nor fail."""
+    count = 2000
+    with connect(server) as sock:
+        sock.sendall((HEALTHZ + H2C + b"\r\n") * count)
+        buffer = bytearray()
+        statuses = [read_response(sock, buffer).status for _ in range(count)]
+    assert statuses == [200] * count
+
+
+def test_a_request_http_cannot_parse_gets_the_envelope(server: ServeProcess) -> None:
+    refused(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400, BAD_REQUEST)

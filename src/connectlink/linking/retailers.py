@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from connectlink import security, text
 from connectlink.clock import Clock
@@ -22,6 +21,7 @@ from connectlink.models import (
     OAuthClient,
     Retailer,
 )
+from connectlink.oauth import redirects
 from connectlink.storage.base import Store
 
 # decisions.md "Clients made by the CLI or make run".
@@ -29,9 +29,6 @@ DEFAULT_GRANTS = {
     CLIENT_CREDENTIALS: frozenset({FULFILLMENT}),
     AUTHORIZATION_CODE: frozenset({ACCOUNT_LINKING}),
 }
-MAX_REDIRECT_URI = 2048  # what browsers and proxies reliably carry in a Location header
-# RFC 8252 section 7.3: the hosts a native app's http redirect URI may name (urlsplit's spelling).
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class NotFound(LookupError):
@@ -44,41 +41,11 @@ class Refused(ValueError):
 
 
 def check_redirect_uri(uri: str) -> str:
-    """``uri``, if a client may register it (decisions.md "Clients made by the CLI"): an
-    absolute ``https`` URI, or ``http`` on a loopback host (RFC 8252 section 7.3), with no
-    fragment (RFC 6749 section 3.1.2), no user info and no wildcard (RFC 9700 section 4.1.3),
-    and no whitespace or control character. The Login pages compare it character for
-    character and redirect the shopper's browser to it, so a bad one is refused here."""
-    if not text.clean(uri) or any(c.isspace() for c in uri) or len(uri) > MAX_REDIRECT_URI:
-        raise Refused(f"redirect URI {uri!r} holds whitespace or control characters, or is "
-                      f"over {MAX_REDIRECT_URI} characters")
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-        parts.port  # noqa: B018 - a port that is not a number raises here
-    except ValueError:
-        raise Refused(f"redirect URI {uri!r} is not a URI") from None
-    scheme = parts.scheme.lower()
-    if not scheme or not (parts.netloc or parts.path):
-        raise Refused(f"redirect URI {uri!r} is not absolute: it needs a scheme, such as "
-                      "https://shop.example/callback (RFC 6749 section 3.1.2)")
-    if scheme not in {"http", "https"}:
-        raise Refused(f"redirect URI {uri!r} is not https: a redirect URI is https, or http "
-                      "on localhost, 127.0.0.1 or [::1]")
-    if not host:
-        raise Refused(f"redirect URI {uri!r} has no host")
-    if scheme == "http" and host not in _LOOPBACK_HOSTS:
-        raise Refused(f"redirect URI {uri!r} is http on a host that is not loopback: use "
-                      "https, or http on localhost, 127.0.0.1 or [::1] (RFC 8252 section 7.3)")
-    if "#" in uri:
-        raise Refused(f"redirect URI {uri!r} has a fragment, which RFC 6749 section 3.1.2 "
-                      "forbids")
-    if "@" in parts.netloc:
-        raise Refused(f"redirect URI {uri!r} has user info, which a redirect URI may not "
-                      "carry (RFC 9700 section 4.1.3)")
-    if "*" in uri:
-        raise Refused(f"redirect URI {uri!r} has a wildcard: register each redirect URI in "
-                      "full, as it is compared character for character (RFC 9700 section 4.1.3)")
+    """``uri``, if a client may register it (``oauth.redirects``); else ``Refused``, with the
+    rule it breaks."""
+    reason = redirects.problem(uri)
+    if reason is not None:
+        raise Refused(reason)
     return uri
 
 

@@ -24,7 +24,7 @@ from connectlink.errors import (
     with_query,
 )
 from connectlink.models import ACCOUNT_LINKING, AUTHORIZATION_CODE, OAuthClient
-from connectlink.oauth import codes, grants, pkce, scopes
+from connectlink.oauth import codes, grants, pkce, redirects, scopes
 from connectlink.storage.base import Store
 
 # decisions.md: a Login URL without ``scope`` asks for account linking.
@@ -117,8 +117,10 @@ def problems(
     if client is None or "client_id" in repeated:
         return [UnknownClient("client_id", blank=request.client_id is None)]
     uri = request.redirect_uri
-    # An exact match with a registered URI (decisions.md), never a prefix or a pattern.
-    if uri is None or uri not in client.redirect_uris or "redirect_uri" in repeated:
+    # An exact match with a registered URI (decisions.md), never a prefix or a pattern; and
+    # never one the rules refuse, however it came to be stored (an older version, a snapshot).
+    if (uri is None or uri not in client.redirect_uris or "redirect_uri" in repeated
+            or redirects.problem(uri) is not None):
         return [InvalidRedirectUri("redirect_uri", blank=uri is None)]
     state = request.state
     found: list[AuthorizationError] = [

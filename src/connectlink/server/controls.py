@@ -39,7 +39,7 @@ from connectlink import errors, jsonio, security, text
 from connectlink.emulator import faults
 from connectlink.emulator.clocks import KnownClocks
 from connectlink.emulator.records import FaultRule, JournalEntry
-from connectlink.errors import ConnectError, ConnectLinkError, ServiceUnavailable
+from connectlink.errors import ConnectError, ConnectLinkError
 from connectlink.models import AccessToken
 from connectlink.oauth import headers
 from connectlink.oauth.grants import TokenLifetimes
@@ -159,32 +159,35 @@ class Controls:
         batch, self.pending = self.pending, []
         try:
             await self.ctx.db.journal(batch, self.ctx.settings.journal_size)
-        except ServiceUnavailable:  # the database is away: the whole batch waits for it
-            self.pending[:0] = batch
-            raise
-        except Exception:  # something in the batch the database will never take
-            await self._write_one_by_one(batch)
-        except BaseException:
+        except Exception as exc:
+            if not self.ctx.db.refuses_values(exc):  # away, or busy: the batch waits for it
+                self.pending[:0] = batch
+                raise
+            await self._write_one_by_one(batch)  # something in it the database never takes
+        except BaseException:  # cancelled (the writer stopped): kept for stop()'s last write
             self.pending[:0] = batch
             raise
 
     async def _write_one_by_one(self, batch: list[JournalEntry]) -> None:
         """Write a refused batch's entries one at a time: those the database takes are
         stored, and only one it refuses again for what it holds is lost, counted
-        (``dropped``) and logged; never the journal after it. A database that goes away
-        meanwhile gets the rest back, to wait for it."""
+        (``dropped``) and logged; never the journal after it. Any other failure (the
+        database gone meanwhile, the writer cancelled) gives the rest back, to wait."""
         for n, entry in enumerate(batch):
             try:
                 await self.ctx.db.journal([entry], self.ctx.settings.journal_size)
-            except ServiceUnavailable:
-                self.pending[:0] = batch[n:]
-                raise
-            except Exception:
+            except Exception as exc:
+                if not self.ctx.db.refuses_values(exc):
+                    self.pending[:0] = batch[n:]
+                    raise
                 self.dropped += 1
                 self.ctx.metrics.journal_dropped.inc()
                 log.error("journal entry dropped: the database refused it (%s %s, request "
                           "%s); %d dropped so far", entry.method, text.for_log(entry.path),
                           entry.request_id, self.dropped, exc_info=True)
+            except BaseException:  # cancelled: the rest waits for stop()'s last write
+                self.pending[:0] = batch[n:]
+                raise
 
     async def settle(self) -> None:
         """Return once every request answered before the call, by any live worker, is in the

@@ -139,7 +139,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         # The request in its headers: bytes of its request line, of its complete header lines,
         # of the line still arriving, and its fields; None between requests.
         self.url_bytes = self.head_bytes = self.line_bytes = self.fields = 0
-        self.in_head = False
+        self.in_head = self.began_here = self.trailing = False
         self.refused: ConnectError | None = None  # answered by the protocol, not the app
 
     def _arm_header_deadline(self) -> None:
@@ -169,37 +169,46 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self._arm_header_deadline()
         self.spoke = True
         self._unset_keepalive_if_required()
+        if self.refused is not None:
+            return  # nothing after a refused request is read; its answer waits its turn
+        fed = data
+        while data:  # a loop, not a recursion: each declined upgrade leaves bytes to parse
+            fed, data = data, self._feed(data)
+        if self.refused is None and (self.in_head or self.trailing) and not self.began_here:
+            # httptools holds a header's bytes until the header ends: measure the line still
+            # arriving (after the last line feed), so that no line grows without bound. Not
+            # when the message began in these bytes: a line feed in them may be an earlier
+            # message's, and the next bytes are measured all the same.
+            feed = fed.rfind(b"\n")
+            self.line_bytes = self.line_bytes + len(fed) if feed < 0 else len(fed) - feed - 1
+            if self.line_bytes > MAX_LINE or self.head_bytes + self.line_bytes > MAX_HEAD:
+                self._refuse(HeaderFieldsTooLarge(), in_trailer=self.trailing)
+        if self.refused is not None:
+            self._answer_refusal()
+
+    def _feed(self, data: bytes) -> bytes:
+        """Parse ``data``; what a declined upgrade leaves to parse again, else nothing."""
+        self.began_here = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             if self.refused is None and self._should_upgrade():
                 self.handle_websocket_upgrade()
             elif self.refused is None:
-                self._decline_upgrade(data[upgrade.args[0]:])
-                return
+                return self._decline_upgrade(data[upgrade.args[0]:])
         except httptools.HttpParserError:
             if self.refused is None:
-                msg = "Invalid HTTP request received."
-                self.logger.warning(msg)
-                self.send_400_response(msg)
-                return
-        if self.refused is None and self.in_head:
-            # httptools holds a header's bytes until the header ends: measure the line still
-            # arriving (after the last line feed), so that no line grows without bound.
-            feed = data.rfind(b"\n")
-            self.line_bytes = self.line_bytes + len(data) if feed < 0 else len(data) - feed - 1
-            if self.line_bytes > MAX_LINE or self.head_bytes + self.line_bytes > MAX_HEAD:
-                self._refuse(HeaderFieldsTooLarge())
-        if self.refused is not None:
-            self._answer_refusal()
+                self.logger.warning("Invalid HTTP request received.")
+                self._refuse(BadRequest())
+        return b""
 
-    def _decline_upgrade(self, rest: bytes) -> None:
+    def _decline_upgrade(self, rest: bytes) -> bytes:
         """Serve an upgrade offer (``h2c``) as the HTTP/1.1 request it also is: llhttp took
         ``rest`` for the new protocol's and completed the message without its body. A new
         parser reads ``rest`` as that body (by the framing the request's headers gave) and
-        then as the requests after it; the old one is done."""
+        then as the requests after it; the old one is done. The bytes to parse are returned."""
         cycle = self.cycle
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = self._new_parser()
         done = cycle is None or cycle.response_complete
         framing = None if done else _body_framing(self.headers)
         if framing is not None:
@@ -207,24 +216,55 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             cycle.more_body = True  # llhttp said it was complete; its body is in ``rest``
             self.continuing = cycle
             rest = b"POST / HTTP/1.1\r\n" + framing + b"\r\n" + rest
-        if rest:
-            self.data_received(rest)
+        return rest
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        """A parser as uvicorn makes its own, with the same leniency."""
+        parser = httptools.HttpRequestParser(self)
+        # uvicorn's: answer the first of pipelined requests after one that said close.
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        return parser
 
     continuing: Any = None  # the cycle whose body a declined upgrade's new parser reads
 
-    def _refuse(self, error: ConnectError) -> None:
+    def _refuse(self, error: ConnectError, in_trailer: bool = False) -> None:
+        """Refuse the request being parsed. In its trailer, that request is the one being
+        answered: it is cut short (its handler sees the client gone) for the refusal."""
         if self.refused is None:
             self.refused = error
+            if in_trailer and self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+
+    def _answering(self) -> bool:
+        """Is an earlier request of this connection still owed its answer?"""
+        cycle = self.cycle
+        return (cycle is not None and not cycle.response_complete
+                and not cycle.disconnected) or bool(self.pipeline)
 
     def _answer_refusal(self) -> None:
+        """Answer the refused request and close, once every request before it is answered
+        (until then nothing more is read: ``on_response_complete`` comes back here)."""
         assert self.refused is not None
+        self._cancel_header_deadline()
+        if self._answering():
+            self.flow.pause_reading()
+            return
         if not self.transport.is_closing():
             prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
             self.logger.info("%sRequest refused by the protocol: %d %s", prefix,
                              self.refused.status, self.refused.message)
             self.transport.write(refusal_response(self.refused, self.server_state.default_headers))
             self.transport.close()
-        self._cancel_header_deadline()
+
+    def on_chunk_header(self) -> None:
+        # The last chunk's header is followed by trailer fields, which httptools holds as it
+        # holds headers: measured the same way until a data chunk's bytes, or its end, come.
+        self.trailing = True
+        self.line_bytes = 0
+
+    def on_chunk_complete(self) -> None:
+        self.trailing = False
 
     def on_message_begin(self) -> None:
         if self.continuing is not None:
@@ -233,7 +273,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         # already runs from connection_made and is kept.
         self._arm_header_deadline()
         self.url_bytes = self.head_bytes = self.line_bytes = self.fields = 0
-        self.in_head = True
+        self.in_head = self.began_here = True
+        self.trailing = False
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -246,16 +287,17 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.continuing is not None or self.refused is not None:
+        # A trailer field (after a chunked body) counts against the same caps.
+        if self.refused is not None:
             return
         size = len(name) + len(value) + 4  # "name: value\r\n"
         self.fields += 1
         self.head_bytes += size
         self.line_bytes = 0
         if size > MAX_LINE or self.head_bytes > MAX_HEAD or self.fields > MAX_FIELDS:
-            self._refuse(HeaderFieldsTooLarge())
-            return
-        super().on_header(name, value)
+            self._refuse(HeaderFieldsTooLarge(), in_trailer=not self.in_head)
+        elif self.continuing is None:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self.continuing is not None:
@@ -272,6 +314,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         extensions[DROP] = _Drop(self.cycle, self.transport)
 
     def on_body(self, body: bytes) -> None:
+        self.trailing = False  # a data chunk's bytes: no trailer yet
         if self.continuing is not None:
             cycle = self.continuing
             if not cycle.response_complete:
@@ -294,6 +337,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self.refused is not None:  # a refused request waited for this answer
+            if not self._answering():
+                self._answer_refusal()
+            return
         if self.header_deadline is not None:
             # A pipelined request was in its headers while its predecessor was answered (and
             # uvicorn may have paused reading meanwhile): its time starts again from now.

@@ -40,6 +40,11 @@ class Store(Migratable, Protocol):
         engine without a pool (SQLite: a connection for reads, and the writer's)."""
         ...
 
+    def refuses_values(self, exc: BaseException) -> bool:
+        """Was ``exc`` the database refusing the values written (a type's range, a constraint,
+        text it cannot hold): a write that no retry will ever get in?"""
+        ...
+
     # retailers and their OAuth clients ----
     async def create_retailer(
         self, name: str, client: OAuthClient, now: float

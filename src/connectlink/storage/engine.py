@@ -96,6 +96,9 @@ class SQLBase:
     def connections_in_use(self) -> int | None:
         return self.db.connections_in_use()
 
+    def refuses_values(self, exc: BaseException) -> bool:
+        return self.db.is_bad_data(exc)
+
     async def _one(self, record: Callable[[Row], T], sql: str, *args: Any) -> T | None:
         async with self.db.connection() as db:
             row = await db.fetchrow(sql, *args)

@@ -165,8 +165,9 @@ class PostgresEngine:
         return isinstance(exc, asyncpg.UniqueViolationError)
 
     def is_bad_data(self, exc: BaseException) -> bool:
+        # (a lone surrogate cannot be encoded to be sent at all)
         return isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.DataError
-                          | OverflowError)
+                          | OverflowError | UnicodeEncodeError)
 
     async def table_exists(self, db: Any, name: str) -> bool:
         row = await db.fetchrow("SELECT to_regclass(CAST(? AS TEXT)) IS NOT NULL", name)

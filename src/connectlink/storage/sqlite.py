@@ -318,7 +318,9 @@ class SQLiteEngine:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
     def is_bad_data(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError)
+        # (a lone surrogate cannot be encoded to be sent at all)
+        return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError
+                          | UnicodeEncodeError)
 
     async def table_exists(self, db: Any, name: str) -> bool:
         row = await db.fetchrow(
