@@ -22,7 +22,11 @@ bytes, headers over ``MAX_HEAD`` in all or more than ``MAX_FIELDS`` fields are a
 the connection closed. httptools keeps a header's bytes until the header ends, so a line still
 growing is measured as it arrives (``data_received``), not only when it is complete: measured
 before, one 1 MB line or 10,000 headers were served, and 16 clients streaming headers took
-the server from 100 to 481 MB.
+the server from 100 to 481 MB. A chunked body's trailer fields count against the same caps.
+
+A request the protocol refuses (these 431s and 400s, and a request llhttp cannot parse, in the
+same Connect envelope) is answered after every request before it on the connection, and then
+the connection is closed: nothing after it is read.
 
 Host (RFC 9112 section 3.2): an HTTP/1.1 request without one, with two, or with one that is no
 ``host[:port]`` is answered 400 and closed, before any route sees it: the admin plane's
