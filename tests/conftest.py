@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from connectlink.clock import ManualClock
 from connectlink.settings import Settings
@@ -126,3 +128,39 @@ def shop(emulator: Emulator) -> Retailer:
 @pytest.fixture
 def other_shop(emulator: Emulator) -> Retailer:
     return emulator.retailer()
+
+
+# --- the shared Redis (tests/test_rate_limits.py, tests/test_two_hosts.py) ---------------------
+REDIS = os.environ.get("CONNECTLINK_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def missing(message: str) -> None:
+    """Skip for want of what the machine lacks; under CI, where nothing may lack, fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class SharedRedis:
+    url: str
+    prefix: str  # this test's own: no two tests share a bucket
+    client: redis.Redis
+
+
+@pytest.fixture
+def shared() -> Iterator[SharedRedis]:
+    """The Redis at ``CONNECTLINK_TEST_REDIS``; missing, the test skips (fails under CI)."""
+    client = redis.Redis.from_url(REDIS, socket_timeout=2, socket_connect_timeout=2,
+                                  decode_responses=True)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        missing(f"Redis is not reachable at {REDIS}: {exc}")
+    prefix = f"connectlink-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield SharedRedis(REDIS, prefix, client)
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from conftest import SECRET_KEY, START, make_emulator, upgraded
+from conftest import REDIS, SECRET_KEY, START, SharedRedis, make_emulator, missing, upgraded
 from connectlink import errors
 from connectlink.clock import ManualClock
 from connectlink.server import limits
@@ -38,41 +35,9 @@ from support import Retailer, ServeProcess, ThreadServer, new_retailer
 
 ENVELOPE = (b'{"error":{"message":"Too many requests. Please retry later.","code":2003},'
             b'"meta":{}}')
-REDIS = os.environ.get("CONNECTLINK_TEST_REDIS", "redis://127.0.0.1:6379/0")
 NOBODY = "/v2/fulfillment/users/nobody"  # a Connect read: 400 User Not Found when admitted
 ADMITTED = 400
 served = contextlib.contextmanager(make_emulator)
-
-
-def _missing(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@dataclass
-class SharedRedis:
-    url: str
-    prefix: str  # this test's own: no two tests share a bucket
-    client: redis.Redis
-
-
-@pytest.fixture
-def shared() -> Iterator[SharedRedis]:
-    """The Redis at ``CONNECTLINK_TEST_REDIS``; missing, the test skips (fails under CI)."""
-    client = redis.Redis.from_url(REDIS, socket_timeout=2, socket_connect_timeout=2,
-                                  decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _missing(f"Redis is not reachable at {REDIS}: {exc}")
-    prefix = f"connectlink-test-{uuid.uuid4().hex[:12]}:"
-    try:
-        yield SharedRedis(REDIS, prefix, client)
-    finally:
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-        client.close()
 
 
 class OwnRedis:
@@ -113,7 +78,7 @@ class OwnRedis:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     if shutil.which("redis-server") is None:
-        _missing("redis-server is not installed")
+        missing("redis-server is not installed")
     server = OwnRedis(tmp_path)
     server.start()
     try:

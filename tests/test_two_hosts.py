@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +44,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis
 
-from conftest import upgraded
+from conftest import SharedRedis, missing, upgraded
 from connectlink import security
 from support import REDIRECT_URI, Retailer, ServeProcess, new_retailer, query_sql, run_sync
-from test_rate_limits import ADMITTED, NOBODY, REDIS, OwnRedis, SharedRedis, _missing, paced
+from test_rate_limits import ADMITTED, NOBODY, OwnRedis, paced
 from test_resilience import UNAVAILABLE
 
 SANDBOX = "/v2/fulfillment_sandbox/instacart_users"
@@ -342,34 +340,15 @@ def test_a_host_killed_mid_burst_loses_no_acknowledged_link(postgres_url: str) -
 
 # --- one rate limit over two hosts ---------------------------------------------------------------
 
-@pytest.fixture
-def shared_redis() -> Iterator[SharedRedis]:
-    """The shared Redis at ``CONNECTLINK_TEST_REDIS``, under a key prefix of this test's own
-    (as test_rate_limits' ``shared``); missing, the test skips (fails under CI)."""
-    client = redis.Redis.from_url(REDIS, socket_timeout=2, socket_connect_timeout=2,
-                                  decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _missing(f"Redis is not reachable at {REDIS}: {exc}")
-    prefix = f"connectlink-test-{uuid.uuid4().hex[:12]}:"
-    try:
-        yield SharedRedis(REDIS, prefix, client)
-    finally:
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
-        client.close()
-
-
 def test_a_rate_limit_holds_across_both_hosts(postgres_url: str,
-                                              shared_redis: SharedRedis) -> None:
+                                              shared: SharedRedis) -> None:
     """Reads alternating between the hosts at three times the rate: what is admitted is the
     burst and the rate over the time they took, within 10%, not twice that (one bucket a
     host)."""
     rate, seconds = 20, 3
     url = upgraded(postgres_url)
-    env = {"CONNECTLINK_RATE_LIMIT_API": str(rate), "CONNECTLINK_REDIS_PREFIX": shared_redis.prefix}
-    with two_hosts(url, env={**env, "CONNECTLINK_REDIS_URL": shared_redis.url}) as (a, b), \
+    env = {"CONNECTLINK_RATE_LIMIT_API": str(rate), "CONNECTLINK_REDIS_PREFIX": shared.prefix}
+    with two_hosts(url, env={**env, "CONNECTLINK_REDIS_URL": shared.url}) as (a, b), \
             httpx.Client(base_url=a.url, timeout=10) as http_a, \
             httpx.Client(base_url=b.url, timeout=10) as http_b:
         for http in (http_a, http_b):  # both up and connected before anything is counted
@@ -544,10 +523,10 @@ def _postgres_bin() -> Path | None:
 def own_postgres() -> Iterator[OwnPostgres]:
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        _missing(f"no initdb, pg_ctl and postgres in {', '.join(PG_BIN_DIRS)} or on PATH")
+        missing(f"no initdb, pg_ctl and postgres in {', '.join(PG_BIN_DIRS)} or on PATH")
     assert bin_dir is not None
     if os.geteuid() == 0 and (shutil.which("runuser") is None or not _has_user("postgres")):
-        _missing("running as root without runuser or a postgres user to run initdb as")
+        missing("running as root without runuser or a postgres user to run initdb as")
     cluster = OwnPostgres(bin_dir)
     try:
         cluster.create()
@@ -571,7 +550,7 @@ def private_redis() -> Iterator[OwnRedis]:
     """A redis-server of the test's own (test_rate_limits' ``OwnRedis``), in a directory that
     is its alone."""
     if shutil.which("redis-server") is None:
-        _missing("redis-server is not installed")
+        missing("redis-server is not installed")
     directory = Path(tempfile.mkdtemp(prefix="connectlink-redis-"))
     server = OwnRedis(directory)
     server.start()
