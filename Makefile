@@ -42,7 +42,7 @@ run: $(RUNTIME)
 demo: $(RUNTIME)
 	PYTHONPATH=examples $(BIN)/python examples/storefront/demo.py
 
-## Every test (about 2-3 minutes on 2 cores), browser tests included, one worker per core.
+## Every test (about 9 minutes on 2 cores), browser and two-host tests included, a worker a core.
 test: $(DEV) browser
 	$(BIN)/pytest -n auto
 

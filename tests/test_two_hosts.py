@@ -54,7 +54,10 @@ from test_resilience import UNAVAILABLE
 SANDBOX = "/v2/fulfillment_sandbox/instacart_users"
 GET_USER = "GET /v2/fulfillment/users/{user_id}"
 DAY = 86_400
-PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
+# Debian's PostgreSQL binaries, newest version first.
+PG_BIN_DIRS = tuple(sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")),
+                           key=lambda d: int(Path(d).parent.name) if Path(d).parent.name.isdigit()
+                           else 0, reverse=True))
 
 
 def free_port() -> int:
@@ -523,7 +526,7 @@ def _postgres_bin() -> Path | None:
 def own_postgres() -> Iterator[OwnPostgres]:
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        missing(f"no initdb, pg_ctl and postgres in {', '.join(PG_BIN_DIRS)} or on PATH")
+        missing("no initdb, pg_ctl and postgres in /usr/lib/postgresql/*/bin or on PATH")
     assert bin_dir is not None
     if os.geteuid() == 0 and (shutil.which("runuser") is None or not _has_user("postgres")):
         missing("running as root without runuser or a postgres user to run initdb as")
