@@ -87,3 +87,20 @@ def test_sandbox_does_not_exist_in_production(production: Emulator) -> None:
                          {"email": "s@example.com", "phone": "1", "password": "p"})
     assert response.status_code == 404
     assert response.json() == {"error": {"message": "Not Found", "code": 4000}, "meta": {}}
+
+
+def test_the_emulators_sandbox_accounts_get_argons_least_cost(
+    emulator: Emulator, shop: Retailer
+) -> None:
+    """Test fixtures, made by the hundred: argon2id at its least cost (security.py), still
+    checked as a password is (the Login pages sign in with it). An account an operator makes
+    with the CLI keeps OWASP's cost."""
+    from connectlink import security
+
+    shop.instacart_user("cheap@example.com")
+    (stored,), = query_sql(emulator.database_url,
+                           "SELECT password_hash FROM instacart_accounts")
+    assert str(stored).startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert security.verify_password(str(stored), "correct horse battery")
+    assert not security.verify_password(str(stored), "correct horse battery!")
+    assert security.hash_password("x").startswith("$argon2id$v=19$m=19456,t=2,p=1$")

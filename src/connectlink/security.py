@@ -17,6 +17,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 # this project's 2-core machines, against 185 ms for argon2-cffi's default. Sandbox accounts are
 # made by the hundred in integration suites; the parameters are in each hash, so they can rise.
 _passwords = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
+# The least argon2id allows (8 KiB, 1 pass): for the emulator's sandbox accounts, test fixtures
+# that a retailer's suite makes by the hundred with passwords it writes in its tests, as
+# Django's test settings swap in a fast hasher. A few microseconds, where the cost above is
+# 45 ms a hash, most of one whole linking flow through the pytest fixture.
+_test_passwords = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 def new_secret() -> str:
@@ -44,8 +49,10 @@ def matches(value: str, stored_digest: bytes) -> bool:
     return hmac.compare_digest(digest(value), stored_digest)
 
 
-def hash_password(password: str) -> str:
-    return _passwords.hash(password)
+def hash_password(password: str, test_account: bool = False) -> str:
+    """An argon2id hash of ``password``: at OWASP's cost, or, for a sandbox test account
+    (``test_account``), at argon2's least. Verifying reads the cost from the hash."""
+    return (_test_passwords if test_account else _passwords).hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:

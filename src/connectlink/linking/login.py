@@ -49,9 +49,10 @@ def _password_checks() -> ThreadPoolExecutor:
 
 
 @cache
-def _decoy_hash() -> str:
-    """Checked against when no account has the email, so both failures take the same time."""
-    return security.hash_password(security.new_secret())
+def _decoy_hash(test_accounts: bool) -> str:
+    """Checked against when no account has the email, so both failures take the same time:
+    at the cost the accounts here are hashed at (``test_accounts``: the emulator's sandbox)."""
+    return security.hash_password(security.new_secret(), test_account=test_accounts)
 
 
 async def sign_in(
@@ -61,6 +62,7 @@ async def sign_in(
     password: str,
     address: str,
     limits: Throttling = Throttling(),
+    test_accounts: bool = False,
 ) -> InstacartAccount:
     """The account these credentials open, or ``IncorrectLogin`` (whichever was wrong), or
     ``LoginLocked`` while the account (from this address, or from everywhere) or the address
@@ -77,7 +79,7 @@ async def sign_in(
         raise LoginLocked(max(locks), now)
     # A control character is in no stored email, and PostgreSQL refuses to look one up.
     found = await store.get_instacart_login(email) if text.clean(email) else None
-    stored_hash = found[1] if found is not None else _decoy_hash()
+    stored_hash = found[1] if found is not None else _decoy_hash(test_accounts)
     # argon2 takes tens of milliseconds of CPU: off the event loop, so the API keeps answering.
     matches = await asyncio.get_running_loop().run_in_executor(
         _password_checks(), security.verify_password, stored_hash, password

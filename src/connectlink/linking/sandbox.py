@@ -24,8 +24,11 @@ from connectlink.storage.base import Store
 YEAR = 365 * 86_400
 
 
-async def create_account(store: Store, clock: Clock, body: Mapping[str, Any]) -> InstacartAccount:
-    """``POST /v2/fulfillment_sandbox/instacart_users``; Instacart+ lasts a year from now."""
+async def create_account(store: Store, clock: Clock, body: Mapping[str, Any],
+                         test_account: bool = False) -> InstacartAccount:
+    """``POST /v2/fulfillment_sandbox/instacart_users``; Instacart+ lasts a year from now.
+    ``test_account``: the password is hashed at argon2's least cost (``security``), as the
+    emulator's sandbox does."""
     reader = fields.FieldReader(body)
     email = reader.required("email", fields.email)
     phone = reader.required("phone")
@@ -35,8 +38,10 @@ async def create_account(store: Store, clock: Clock, body: Mapping[str, Any]) ->
     error = combine(reader.errors)
     if error is not None:
         raise error
-    # argon2 is slow on purpose; keep it off the event loop.
-    password_hash = await asyncio.to_thread(security.hash_password, password)
+    if test_account:  # microseconds: no thread needed
+        password_hash = security.hash_password(password, test_account=True)
+    else:  # argon2 is slow on purpose; keep it off the event loop
+        password_hash = await asyncio.to_thread(security.hash_password, password)
     now = clock.now()
     account = await store.create_instacart_account(
         email.strip().lower(), phone, password_hash, now + YEAR if plus or express else None, now

@@ -6,6 +6,7 @@ refusal is an instance of the class the server raises; its example is that insta
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,8 +44,15 @@ class ApiDocument:
 
     @classmethod
     def of(cls, operations: Iterable[Operation]) -> ApiDocument:
-        built = document(operations)
-        return cls(built, jsonio.encode(built))
+        return _document_of(tuple(operations))
+
+
+@functools.cache
+def _document_of(operations: tuple[Operation, ...]) -> ApiDocument:
+    """One document per set of operations a process serves: tens of milliseconds to build,
+    which every app made (an in-process emulator per test) would otherwise pay again."""
+    built = document(operations)
+    return ApiDocument(built, jsonio.encode(built))
 
 
 def _never_null(schema: dict[str, Any]) -> None:
@@ -210,7 +218,8 @@ def _operation_description(op: Operation) -> str:
 
 
 def _has_fields(body: type[Any] | None) -> bool:
-    return body is not None and bool(msgspec.structs.fields(body))
+    # (the Struct's own attribute: msgspec.structs.fields resolves every annotation again)
+    return body is not None and bool(body.__struct_fields__)
 
 
 def _query_parameters(query: type[Any] | None) -> list[dict[str, Any]]:

@@ -168,7 +168,7 @@ async def sign_in(request: Request) -> Response:
     try:
         account = await login.sign_in(
             visit.ctx.db, visit.ctx.clock, email, visit.form.get("password", ""),
-            client.host if client else "unknown",
+            client.host if client else "unknown", test_accounts=visit.ctx.settings.emulated,
         )
     except IncorrectLogin as refused:
         return await _login_page(visit, consent, refused.status, refused.title, email)
