@@ -76,12 +76,12 @@ def print_openapi(args: argparse.Namespace) -> int:
     client generator or a linter."""
     # Imported here: every handler comes with the operation table, which no other command
     # needs at start.
-    from connectlink.server.openapi import ApiDocument
+    from connectlink.server import openapi
     from connectlink.server.operations import for_settings
 
     # A placeholder key: the document does not depend on it, and production needs one.
     settings = Settings.for_profile(args.profile, secret_key="-" * MIN_SECRET_KEY)
-    sys.stdout.buffer.write(ApiDocument.of(for_settings(settings)).encoded + b"\n")
+    sys.stdout.buffer.write(openapi.served(for_settings(settings)).encoded + b"\n")
     return 0
 
 

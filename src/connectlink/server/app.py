@@ -24,13 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from connectlink import text
 from connectlink.clock import Clock, SystemClock
 from connectlink.errors import InternalError, MethodNotAllowed, NotFound, ServiceUnavailable
+from connectlink.server import openapi
 from connectlink.server.context import Context
 from connectlink.server.controls import Controls
 from connectlink.server.headers import SecurityHeaders
 from connectlink.server.limits import Limiter
 from connectlink.server.observe.asgi import Observability
 from connectlink.server.observe.metrics import Metrics
-from connectlink.server.openapi import ApiDocument
 from connectlink.server.operations import Operation, for_settings
 from connectlink.server.render import Renderer, error_response, log, page_error_response, respond
 from connectlink.settings import Settings
@@ -137,7 +137,7 @@ def create_app(
     ctx = Context(settings=settings, clock=clock or SystemClock(), store=store,
                   limiter=Limiter.for_settings(settings))
     operations = for_settings(settings)
-    ctx.api = ApiDocument.of(operations)
+    ctx.api = openapi.served(operations)
     ctx.faultable = frozenset(op.endpoint for op in operations if op.faultable)
     ctx.controls = controls = Controls(ctx) if settings.emulated else None
     ctx.metrics = Metrics()

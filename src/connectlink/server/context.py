@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
@@ -24,9 +24,28 @@ from connectlink.settings import Settings
 from connectlink.storage.base import Store
 
 if TYPE_CHECKING:
-    from connectlink.server.controls import Controls
     from connectlink.server.observe.metrics import Metrics
-    from connectlink.server.openapi import ApiDocument
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDocument:
+    """A server's OpenAPI document (built by ``openapi.served``), and its encoding as served."""
+
+    document: dict[str, Any]
+    encoded: bytes
+
+
+class EmulatorControls(Protocol):
+    """What the app's services and handlers ask of the emulator's controls
+    (``server/controls.py``, which builds on this module, never the other way)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def settle(self) -> None:
+        """Return once every worker's journal holds what was answered before the call."""
+        ...
 
 
 @dataclass(slots=True)
@@ -45,7 +64,7 @@ class Context:
     sweeps: retention.Background | None = None  # started with the app unless the interval is 0
     # The endpoints ("POST /v2/oauth/token") the emulator's fault rules may name.
     faultable: frozenset[str] = frozenset()
-    controls: Controls | None = None  # the emulator's (server/controls.py), set by the factory
+    controls: EmulatorControls | None = None  # the emulator's (server/controls.py), by the factory
 
     def __post_init__(self) -> None:
         self.lifetimes = TokenLifetimes(

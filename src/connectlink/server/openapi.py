@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from connectlink import __version__, errors, jsonio, wire
+from connectlink.server.context import ApiDocument
 from connectlink.server.operations import Caller, Family, Operation
 
 REF = "#/components/schemas/{name}"
@@ -35,20 +35,13 @@ Errors use two envelopes: the Connect one, `{"error": {"message", "code"}, "meta
 and the OAuth one, `{"error", "error_description"}` (token endpoints and bearer failures)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ApiDocument:
-    """A server's document, built once, and its encoding as served."""
-
-    document: dict[str, Any]
-    encoded: bytes
-
-    @classmethod
-    def of(cls, operations: Iterable[Operation]) -> ApiDocument:
-        return _document_of(tuple(operations))
+def served(operations: Iterable[Operation]) -> ApiDocument:
+    """The document of these operations, built and encoded as ``/openapi.json`` serves it."""
+    return _served(tuple(operations))
 
 
 @functools.cache
-def _document_of(operations: tuple[Operation, ...]) -> ApiDocument:
+def _served(operations: tuple[Operation, ...]) -> ApiDocument:
     """One document per set of operations a process serves: tens of milliseconds to build,
     which every app made (an in-process emulator per test) would otherwise pay again."""
     built = document(operations)
