@@ -178,3 +178,37 @@ def test_stalled_body_gets_408(server: ServeProcess) -> None:
     assert response.status == 408
     assert response.body == TIMEOUT_BODY
     assert json.loads(response.body)["error"]["code"] == 4001
+
+
+def test_a_body_that_arrives_after_its_answer_brings_no_408(server: ServeProcess) -> None:
+    """Answered before its body came (a bearer refused at once), the request's late body ends
+    it: the connection idles as after any answer, and no 408 follows for a request that was
+    never begun."""
+    sock = connect(server)
+    sock.sendall(b"POST /v2/fulfillment/users HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+    buffer = bytearray()
+    assert read_response(sock, buffer).status == 401
+    sock.sendall(b"{}")
+    sock.settimeout(2.5)  # the header deadline is 1 s here
+    try:
+        late = sock.recv(65536)
+    except TimeoutError:
+        late = b""
+    assert b"408" not in late
+    sock.sendall(GET_USER)  # and the connection still serves
+    assert read_response(sock, buffer).status == 401
+    sock.close()
+
+
+def test_a_late_body_and_the_next_request_in_one_read(server: ServeProcess) -> None:
+    """The late body's end and the next request's start in the same bytes: the next request
+    is answered, whatever the keep-alive timer of the idle moment between them would do."""
+    sock = connect(server)
+    sock.sendall(b"POST /v2/fulfillment/users HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+    buffer = bytearray()
+    assert read_response(sock, buffer).status == 401
+    sock.sendall(b"{}" + GET_USER)
+    assert read_response(sock, buffer).status == 401
+    sock.close()

@@ -274,7 +274,10 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         if self.continuing is not None:
             return  # the declined upgrade's body, framed anew (``_decline_upgrade``)
         # Pipelined requests begin without an idle pause; the first request's deadline
-        # already runs from connection_made and is kept.
+        # already runs from connection_made and is kept. A message begun is no idle
+        # connection: no keep-alive timer (``on_message_complete`` may have armed one in
+        # these very bytes) closes it under its headers.
+        self._unset_keepalive_if_required()
         self._arm_header_deadline()
         self.url_bytes = self.head_bytes = self.line_bytes = self.fields = 0
         self.in_head = self.began_here = True
@@ -338,6 +341,15 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             return
         if self.refused is None:
             super().on_message_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.response_complete and not self.pipeline:
+                # Answered before its body had all come (a bearer refused at once): the body's
+                # last bytes end the request, and the connection idles as after any answer,
+                # not as if they had begun one more (whose deadline would answer 408).
+                self._cancel_header_deadline()
+                self._unset_keepalive_if_required()
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
