@@ -140,11 +140,13 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_deadline: TimerHandle | None = None
         self.spoke = False  # has the client sent a byte yet?
-        # The request in its headers: bytes of its request line, of its complete header lines,
-        # of the line still arriving, and its fields; None between requests.
+        # The request being parsed: bytes of its request line, of its complete header lines,
+        # of the line still arriving, and its fields; whether it is in its headers, began in
+        # the bytes last fed, or may be in its trailer.
         self.url_bytes = self.head_bytes = self.line_bytes = self.fields = 0
         self.in_head = self.began_here = self.trailing = False
         self.refused: ConnectError | None = None  # answered by the protocol, not the app
+        self.continuing: Any = None  # the cycle whose body a declined upgrade's parser reads
 
     def _arm_header_deadline(self) -> None:
         if self.header_deadline is None:
@@ -228,8 +230,6 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         # uvicorn's: answer the first of pipelined requests after one that said close.
         parser.set_dangerous_leniencies(lenient_data_after_close=True)
         return parser
-
-    continuing: Any = None  # the cycle whose body a declined upgrade's new parser reads
 
     def _refuse(self, error: ConnectError, in_trailer: bool = False) -> None:
         """Refuse the request being parsed. In its trailer, that request is the one being

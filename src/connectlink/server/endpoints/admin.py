@@ -38,7 +38,7 @@ DAY = 86_400
 def guarded(handler: Handler, write: bool) -> Handler:
     """The admin token, or a loopback peer naming a loopback ``Host`` (no DNS rebinding);
     writes in JSON only (no cross-site form can send one without a preflight). A client
-    address whose wrong tokens reach ``ADMIN_GUESSES`` within a minute is answered 429,
+    address whose wrong tokens fill ``Context.admin_failures`` (10 a minute) is answered 429,
     without its token compared, until the oldest leaves the minute."""
 
     async def admitted(request: Request) -> Response:

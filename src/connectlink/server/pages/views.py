@@ -175,8 +175,6 @@ async def sign_in(request: Request) -> Response:
     now = visit.ctx.clock.now()
     session = Session.new(now, account.id)
     assert session.sid_digest is not None
-    if visit.session.sid_digest is not None:  # signed in again: the session it replaces ends
-        await visit.ctx.db.end_login_session(visit.session.sid_digest)
     await visit.ctx.db.start_login_session(session.sid_digest, account.id, now,
                                            now + visit.ctx.pages.ttl)
     return visit.back_to_authorize(session)
